@@ -94,6 +94,18 @@ pub trait ComponentConfig: fmt::Debug + Send + Sync + 'static {
     /// Creates the component: opens files and stores, binds sockets.
     fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError>;
 
+    /// Whether its events are taken by another process (a durable queue), so
+    /// that having no consumer in this file is expected.
+    fn consumed_elsewhere(&self) -> bool {
+        false
+    }
+
+    /// How many batches its input channel holds before senders wait; `None`
+    /// leaves it to the runner.
+    fn input_capacity(&self) -> Option<usize> {
+        None
+    }
+
     /// Files the component reads, besides the pipeline file.
     fn referenced_files(&self) -> Vec<PathBuf> {
         Vec::new()

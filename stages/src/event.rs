@@ -59,7 +59,8 @@ pub struct Segment {
     pub ctx: EventContext,
 }
 
-/// The running total of one OBU in one billing period, after an update.
+/// Distance and amount that one commit added to an OBU's total for a billing
+/// period (the running total is in the store).
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Total {
     pub obu_id: ObuId,

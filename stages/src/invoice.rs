@@ -43,3 +43,8 @@ pub trait InvoiceBook: Send + Sync {
     /// time zone.
     fn current_period(&self) -> String;
 }
+
+/// How a component publishes its book in [`crate::component::Resources`] for
+/// the components that take it as input.
+#[derive(Clone)]
+pub struct SharedBook(pub std::sync::Arc<dyn InvoiceBook>);

@@ -10,6 +10,25 @@
 pub mod ack;
 pub mod component;
 pub mod event;
+pub mod geo;
 pub mod invoice;
 pub mod registry;
+pub mod store;
 pub mod telemetry;
+
+pub mod queues;
+pub mod sinks;
+pub mod sources;
+pub mod stages;
+
+/// An error and its causes on one line, for logs.
+pub fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}

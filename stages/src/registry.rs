@@ -17,6 +17,12 @@ pub struct ComponentType {
     pub parse: fn(toml::Value) -> Result<Box<dyn ComponentConfig>, FieldError>,
 }
 
+impl std::fmt::Debug for ComponentType {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ComponentType").field("name", &self.name).field("kind", &self.kind).finish()
+    }
+}
+
 /// A declaration's keys did not fit its type.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FieldError {
@@ -62,7 +68,16 @@ where
 
 /// Every component type this build knows.
 pub fn component_types() -> &'static [ComponentType] {
-    &[]
+    use crate::{queues, sinks, sources, stages};
+    &[
+        sources::obu_sim::TYPE,
+        sources::websocket::TYPE,
+        queues::memory::TYPE,
+        stages::distance::TYPE,
+        stages::aggregate::TYPE,
+        sinks::gateway::TYPE,
+        sinks::console::TYPE,
+    ]
 }
 
 /// Finds a type by kind and name.

@@ -1,0 +1,2 @@
+//! Queues: carry events between components, in this process or across processes.
+pub mod memory;

@@ -1,0 +1,4 @@
+//! Sinks: deliver events out of the pipeline.
+
+pub mod console;
+pub mod gateway;

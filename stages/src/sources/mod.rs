@@ -1,0 +1,3 @@
+//! Sources: where fixes enter the pipeline.
+pub mod obu_sim;
+pub mod websocket;

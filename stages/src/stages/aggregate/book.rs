@@ -1,0 +1,70 @@
+//! Invoices read straight from the aggregate's store.
+
+use std::sync::Arc;
+
+use chrono_tz::Tz;
+use futures::future::BoxFuture;
+
+use crate::invoice::{BookError, Invoice, InvoiceBook};
+use crate::store::{SqliteStore, StoredTotal};
+
+/// The invoice book of an aggregate in this process.
+pub struct StoreBook {
+    store: Arc<SqliteStore>,
+    tz: Tz,
+}
+
+impl StoreBook {
+    pub fn new(store: Arc<SqliteStore>, tz: Tz) -> Self {
+        StoreBook { store, tz }
+    }
+}
+
+impl InvoiceBook for StoreBook {
+    fn invoice<'a>(
+        &'a self,
+        obu_id: &'a str,
+        period: &'a str,
+    ) -> BoxFuture<'a, Result<Option<Invoice>, BookError>> {
+        let store = self.store.clone();
+        let (obu, label) = (obu_id.to_owned(), period.to_owned());
+        Box::pin(async move {
+            let rows = tokio::task::spawn_blocking(move || store.totals(&obu, &label))
+                .await
+                .map_err(|e| BookError(e.to_string()))?
+                .map_err(|e| BookError(crate::error_chain(&e)))?;
+            Ok(invoice_from(obu_id, period, &rows))
+        })
+    }
+
+    fn current_period(&self) -> String {
+        super::period::current_label(self.tz)
+    }
+}
+
+/// Sums the price rows of one period into an invoice; `None` without rows.
+pub fn invoice_from(obu_id: &str, period: &str, rows: &[StoredTotal]) -> Option<Invoice> {
+    let first = rows.first()?;
+    let distance_mm: i64 = rows.iter().map(|r| r.distance_mm).sum();
+    let amount: f64 = rows.iter().map(|r| r.distance_mm as f64 / 1e6 * r.price_per_km).sum();
+    let first_ms = rows.iter().map(|r| r.first_fix_ms).min().unwrap_or(first.first_fix_ms);
+    let last_ms = rows.iter().map(|r| r.last_fix_ms).max().unwrap_or(first.last_fix_ms);
+    Some(Invoice {
+        obu_id: obu_id.to_owned(),
+        period: period.to_owned(),
+        distance_m: distance_mm as f64 / 1e3,
+        distance_km: distance_mm as f64 / 1e6,
+        // Amounts are rounded to cents once, on the sum of every price's share.
+        amount: (amount * 100.0).round() / 100.0,
+        currency: first.currency.clone(),
+        segments: rows.iter().map(|r| r.segments as u64).sum(),
+        first_fix: rfc3339(first_ms),
+        last_fix: rfc3339(last_ms),
+    })
+}
+
+fn rfc3339(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
+        .unwrap_or_default()
+}

@@ -1,0 +1,364 @@
+//! The `distance` stage: per-OBU geodesic distance, with bad fixes filtered.
+//!
+//! Every fix goes through three steps, each of which may refuse it with a
+//! counted [`Reason`]:
+//! 1. [`checks`]: the fix on its own (coordinates, time against receive time);
+//! 2. [`reorder`]: the fix among its OBU's fixes (order, duplicates, lateness);
+//! 3. [`track`]: the fix against the vehicle's path (speed, spikes, jitter).
+//!
+//! What passes becomes a [`Segment`] from the previous accepted fix, measured
+//! on the WGS-84 ellipsoid ([`crate::geo`]).
+
+pub mod acks;
+pub mod checks;
+pub mod reorder;
+pub mod track;
+
+use std::time::{Duration, Instant};
+
+use futures::future::BoxFuture;
+use serde::Deserialize;
+
+use crate::ack::AckSet;
+use crate::component::{
+    BuildContext, BuildError, Component, ComponentConfig, Context, Input, Kind, Output, RunResult,
+    Signature, Stage,
+};
+use crate::event::{Batch, EventKind, Events, ObuId, Segment};
+use crate::registry::{self, ComponentType, FieldError, Validate};
+use crate::telemetry::Counter;
+use acks::AckSlots;
+use checks::{Reason, Skew};
+use reorder::{Buffer, Pending, Schedule};
+use track::{Decision, Track, TrackParams};
+
+pub const TYPE: ComponentType = ComponentType {
+    name: "distance",
+    kind: Kind::Stage,
+    about: "per-OBU geodesic distance (WGS-84) with filters for bad fixes",
+    parse: registry::parse::<DistanceConfig>,
+};
+
+/// `[stages.NAME] type = "distance"`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DistanceConfig {
+    /// How long a fix waits for earlier fixes that arrive late, by receive time.
+    #[serde(default = "default_reorder_window_s")]
+    pub reorder_window_s: f64,
+    /// Fixes dated further than this after their receipt are refused (`future`).
+    #[serde(default = "default_max_future_s")]
+    pub max_future_s: f64,
+    /// Fixes dated further than this before their receipt are refused (`stale`).
+    #[serde(default = "default_max_past_s")]
+    pub max_past_s: f64,
+    /// Receive-clock time after which a quiet OBU's last fixes are decided
+    /// with the lookahead they have, so its distance is billed without waiting
+    /// for it to drive on.
+    #[serde(default = "default_idle_flush_s")]
+    pub idle_flush_s: f64,
+    /// The filters that judge a fix against the vehicle's path.
+    #[serde(default)]
+    pub filters: TrackParams,
+}
+
+fn default_idle_flush_s() -> f64 {
+    120.0
+}
+
+fn default_reorder_window_s() -> f64 {
+    30.0
+}
+
+fn default_max_future_s() -> f64 {
+    300.0
+}
+
+fn default_max_past_s() -> f64 {
+    7.0 * 24.0 * 3600.0
+}
+
+impl Validate for DistanceConfig {
+    fn validate(&self) -> Result<(), FieldError> {
+        for (key, value) in [
+            ("reorder_window_s", self.reorder_window_s),
+            ("max_future_s", self.max_future_s),
+            ("max_past_s", self.max_past_s),
+            ("idle_flush_s", self.idle_flush_s),
+        ] {
+            if !value.is_finite() || value < 0.0 {
+                return Err(FieldError::at(
+                    key,
+                    "must be a finite number of seconds, zero or more",
+                ));
+            }
+        }
+        self.filters.validate().map_err(|mut e| {
+            e.path.insert(0, "filters".to_owned());
+            e
+        })
+    }
+}
+
+impl ComponentConfig for DistanceConfig {
+    fn signature(&self) -> Signature {
+        Signature::transform(EventKind::Fix, EventKind::Segment)
+    }
+
+    fn build(&self, _cx: &mut BuildContext) -> Result<Component, BuildError> {
+        Ok(Component::Stage(Box::new(Distance::new(self))))
+    }
+}
+
+/// Everything the stage knows about one OBU.
+struct Obu {
+    id: ObuId,
+    buffer: Buffer,
+    track: Track,
+    /// Receive time of the newest fix handed to the track filter.
+    last_tracked_ms: i64,
+}
+
+/// The stage's state; also driven directly by benchmarks and tests.
+pub struct Distance {
+    window_ms: i64,
+    idle_ms: i64,
+    skew: Skew,
+    params: TrackParams,
+    index: ahash::HashMap<ObuId, u32>,
+    obus: Vec<Obu>,
+    schedule: Schedule,
+    /// When quiet OBUs' filters should be finished.
+    idle: Schedule,
+    slots: AckSlots,
+}
+
+/// What became of fixes, counted once registered: every fix the stage
+/// receives ends up in exactly one of these counters (or is still held).
+pub struct Outcomes {
+    by_reason: [Counter; Reason::ALL.len()],
+    /// Fixes that ended a billed segment.
+    billed: Counter,
+    /// Fixes that started billing (an OBU's first, or a restart after a bad anchor).
+    first: Counter,
+}
+
+impl Outcomes {
+    pub fn register(cx: &Context) -> Self {
+        Self::from_metrics(&cx.metrics)
+    }
+
+    pub fn from_metrics(metrics: &crate::telemetry::ComponentMetrics) -> Self {
+        Outcomes {
+            by_reason: Reason::ALL.map(|r| metrics.rejected(r.as_str())),
+            billed: metrics.counter("toll_distance_billed_fixes_total"),
+            first: metrics.counter("toll_distance_first_fixes_total"),
+        }
+    }
+
+    fn count(&self, reason: Reason) {
+        self.by_reason[reason.index()].add(1);
+    }
+}
+
+impl Distance {
+    pub fn new(config: &DistanceConfig) -> Self {
+        Distance {
+            window_ms: (config.reorder_window_s * 1000.0) as i64,
+            skew: checks::Skew {
+                max_future_ms: (config.max_future_s * 1000.0) as i64,
+                max_past_ms: (config.max_past_s * 1000.0) as i64,
+            },
+            idle_ms: (config.idle_flush_s * 1000.0) as i64,
+            params: config.filters.clone(),
+            index: ahash::HashMap::default(),
+            obus: Vec::new(),
+            schedule: Schedule::default(),
+            idle: Schedule::default(),
+            slots: AckSlots::default(),
+        }
+    }
+
+    /// Takes a batch of fixes; appends what became due to `out`.
+    pub fn ingest(
+        &mut self,
+        batch: Batch,
+        out: &mut Vec<Segment>,
+        acks: &mut AckSet,
+        outcomes: &Outcomes,
+    ) {
+        let Events::Fixes(fixes) = batch.events else {
+            return;
+        };
+        let slot = self.slots.open(batch.acks);
+        for fix in fixes {
+            if let Some(reason) = checks::check(&fix, self.skew) {
+                outcomes.count(reason);
+                continue;
+            }
+            let obu = self.obu_index(&fix.obu_id);
+            let pending =
+                Pending { ts_ms: fix.ts_ms, lat: fix.lat, lon: fix.lon, ctx: fix.ctx, slot };
+            match self.obus[obu as usize].buffer.admit(pending) {
+                Ok(()) => {
+                    self.slots.hold(slot);
+                    self.schedule.buffered(obu, fix.ctx.received_ms, self.window_ms);
+                }
+                Err(reason) => outcomes.count(reason),
+            }
+        }
+        self.slots.release(slot, acks);
+        self.release_due(out, acks, outcomes);
+    }
+
+    /// Lets the receive clock run on while no fix arrives.
+    pub fn advance_clock(
+        &mut self,
+        now_ms: i64,
+        out: &mut Vec<Segment>,
+        acks: &mut AckSet,
+        outcomes: &Outcomes,
+    ) {
+        self.schedule.advance_to(now_ms);
+        self.release_due(out, acks, outcomes);
+    }
+
+    pub fn clock_ms(&self) -> i64 {
+        self.schedule.clock_ms()
+    }
+
+    /// Decides every fix still held (the input ended).
+    pub fn flush(&mut self, out: &mut Vec<Segment>, acks: &mut AckSet, outcomes: &Outcomes) {
+        for obu in &mut self.obus {
+            while let Some(fix) = obu.buffer.pop_any() {
+                obu.track.push(fix, &self.params, |f, d| {
+                    decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
+                });
+            }
+            obu.track.finish(&self.params, |f, d| {
+                decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
+            });
+        }
+        self.schedule.clear();
+        self.idle.clear();
+    }
+
+    /// Fixes waiting in buffers or in the track filters.
+    pub fn held(&self) -> usize {
+        self.obus.iter().map(|o| o.buffer.len() + o.track.held()).sum()
+    }
+
+    fn release_due(&mut self, out: &mut Vec<Segment>, acks: &mut AckSet, outcomes: &Outcomes) {
+        let (clock, window) = (self.schedule.clock_ms(), self.window_ms);
+        while let Some(i) = self.schedule.next_due() {
+            let obu = &mut self.obus[i as usize];
+            while let Some(fix) = obu.buffer.pop_due(clock, window) {
+                obu.last_tracked_ms = fix.ctx.received_ms;
+                self.idle.buffered(i, fix.ctx.received_ms, window.saturating_add(self.idle_ms));
+                obu.track.push(fix, &self.params, |f, d| {
+                    decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
+                });
+            }
+        }
+        self.idle.advance_to(clock);
+        while let Some(i) = self.idle.next_due() {
+            let obu = &mut self.obus[i as usize];
+            let quiet_since =
+                obu.last_tracked_ms.saturating_add(window).saturating_add(self.idle_ms);
+            if obu.buffer.is_empty() && obu.track.held() > 0 && quiet_since <= clock {
+                obu.track.finish(&self.params, |f, d| {
+                    decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
+                });
+            }
+        }
+    }
+
+    fn obu_index(&mut self, id: &ObuId) -> u32 {
+        if let Some(&i) = self.index.get(id) {
+            return i;
+        }
+        let i = self.obus.len() as u32;
+        self.obus.push(Obu {
+            id: id.clone(),
+            buffer: Buffer::default(),
+            track: Track::default(),
+            last_tracked_ms: i64::MIN,
+        });
+        self.index.insert(id.clone(), i);
+        i
+    }
+}
+
+/// Turns a track decision into a segment or a counted rejection, and lets
+/// go of the fix's share of its batch's acknowledgements.
+fn decide(
+    obu: &ObuId,
+    fix: Pending,
+    decision: Decision,
+    slots: &mut AckSlots,
+    out: &mut Vec<Segment>,
+    acks: &mut AckSet,
+    outcomes: &Outcomes,
+) {
+    match decision {
+        Decision::Segment { from_ms, metres } => {
+            outcomes.billed.add(1);
+            out.push(Segment {
+                obu_id: obu.clone(),
+                from_ms,
+                to_ms: fix.ts_ms,
+                metres,
+                ctx: fix.ctx,
+            });
+        }
+        Decision::First => outcomes.first.add(1),
+        Decision::Reject(reason) => outcomes.count(reason),
+    }
+    slots.release(fix.slot, acks);
+}
+
+impl Stage for Distance {
+    fn run(
+        mut self: Box<Self>,
+        mut input: Input,
+        output: Output,
+        cx: Context,
+    ) -> BoxFuture<'static, RunResult> {
+        Box::pin(async move {
+            let outcomes = Outcomes::register(&cx);
+            let held = cx.metrics.gauge("toll_distance_held_fixes");
+            let mut tick = tokio::time::interval(Duration::from_secs(1));
+            let mut last_input = Instant::now();
+            let mut clock_at_last_input = self.clock_ms();
+            loop {
+                let mut segments = Vec::new();
+                let mut acks = AckSet::default();
+                tokio::select! {
+                    batch = input.recv() => match batch {
+                        Some(batch) => {
+                            self.ingest(batch, &mut segments, &mut acks, &outcomes);
+                            last_input = Instant::now();
+                            clock_at_last_input = self.clock_ms();
+                        }
+                        None => {
+                            self.flush(&mut segments, &mut acks, &outcomes);
+                            let _ = output.send(Batch::new(Events::Segments(segments), acks)).await;
+                            return Ok(());
+                        }
+                    },
+                    _ = tick.tick() => {
+                        // With no input, the receive clock follows the wall clock,
+                        // so a vehicle that went quiet still gets its last fixes billed.
+                        let idle_ms = last_input.elapsed().as_millis() as i64;
+                        self.advance_clock(clock_at_last_input + idle_ms, &mut segments, &mut acks, &outcomes);
+                        held.set(self.held() as i64);
+                    }
+                }
+                if output.send(Batch::new(Events::Segments(segments), acks)).await.is_err() {
+                    tracing::warn!(stage = %cx.name, "every consumer stopped; distance stops");
+                    return Ok(());
+                }
+            }
+        })
+    }
+}

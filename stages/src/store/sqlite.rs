@@ -1,0 +1,230 @@
+//! Embedded SQLite behind the store interface.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Mutex;
+
+use rusqlite::{params, Connection, OptionalExtension};
+
+use super::{Durability, StoreError};
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS totals (
+    obu_id TEXT NOT NULL,
+    period TEXT NOT NULL,
+    price_per_km REAL NOT NULL,
+    currency TEXT NOT NULL,
+    distance_mm INTEGER NOT NULL,
+    segments INTEGER NOT NULL,
+    first_fix_ms INTEGER NOT NULL,
+    last_fix_ms INTEGER NOT NULL,
+    PRIMARY KEY (obu_id, period, price_per_km, currency)
+);
+CREATE TABLE IF NOT EXISTS obu_marks (
+    obu_id TEXT PRIMARY KEY NOT NULL,
+    last_to_ms INTEGER NOT NULL
+);
+";
+
+/// Distance to add to one OBU's total in one period at one price.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PeriodDelta {
+    pub obu_id: String,
+    pub period: String,
+    pub price_per_km: f64,
+    pub currency: String,
+    pub distance_mm: i64,
+    pub segments: i64,
+    pub first_fix_ms: i64,
+    pub last_fix_ms: i64,
+}
+
+/// One row of totals as stored.
+#[derive(Clone, Debug, PartialEq)]
+pub struct StoredTotal {
+    pub price_per_km: f64,
+    pub currency: String,
+    pub distance_mm: i64,
+    pub segments: i64,
+    pub first_fix_ms: i64,
+    pub last_fix_ms: i64,
+}
+
+/// A SQLite database file holding aggregate state.
+pub struct SqliteStore {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    // Readers (the gateway) use their own connection so that, in WAL mode,
+    // they never wait for a commit.
+    reader: Mutex<Connection>,
+}
+
+impl std::fmt::Debug for SqliteStore {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SqliteStore").field("path", &self.path).finish()
+    }
+}
+
+impl SqliteStore {
+    /// Opens (creating when missing) the database and its tables.
+    pub fn open(path: &Path, durability: Durability) -> Result<Self, StoreError> {
+        if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .map_err(|source| StoreError::Directory { path: dir.to_owned(), source })?;
+        }
+        let conn = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        let synchronous = match durability {
+            Durability::Full => "FULL",
+            Durability::Normal => "NORMAL",
+        };
+        conn.execute_batch(&format!(
+            "PRAGMA journal_mode = WAL; PRAGMA synchronous = {synchronous}; \
+             PRAGMA busy_timeout = 5000; {SCHEMA}"
+        ))
+        .map_err(|e| sqlite(path, e))?;
+        let reader = Connection::open(path).map_err(|e| sqlite(path, e))?;
+        reader.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| sqlite(path, e))?;
+        Ok(SqliteStore {
+            path: path.to_owned(),
+            writer: Mutex::new(conn),
+            reader: Mutex::new(reader),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The last segment end applied for every OBU.
+    pub fn marks(&self) -> Result<HashMap<String, i64>, StoreError> {
+        let conn = self.lock();
+        let mut stmt = conn
+            .prepare("SELECT obu_id, last_to_ms FROM obu_marks")
+            .map_err(|e| sqlite(&self.path, e))?;
+        let rows = stmt
+            .query_map([], |row| Ok((row.get::<_, String>(0)?, row.get::<_, i64>(1)?)))
+            .map_err(|e| sqlite(&self.path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Adds `deltas` and moves the OBUs' marks in one transaction.
+    pub fn apply(&self, deltas: &[PeriodDelta], marks: &[(&str, i64)]) -> Result<(), StoreError> {
+        let mut conn = self.lock();
+        let tx = conn.transaction().map_err(|e| sqlite(&self.path, e))?;
+        {
+            let mut add = tx
+                .prepare_cached(
+                    "INSERT INTO totals (obu_id, period, price_per_km, currency, distance_mm, \
+                     segments, first_fix_ms, last_fix_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
+                     ON CONFLICT (obu_id, period, price_per_km, currency) DO UPDATE SET \
+                     distance_mm = distance_mm + excluded.distance_mm, \
+                     segments = segments + excluded.segments, \
+                     first_fix_ms = min(first_fix_ms, excluded.first_fix_ms), \
+                     last_fix_ms = max(last_fix_ms, excluded.last_fix_ms)",
+                )
+                .map_err(|e| sqlite(&self.path, e))?;
+            for d in deltas {
+                add.execute(params![
+                    d.obu_id,
+                    d.period,
+                    d.price_per_km,
+                    d.currency,
+                    d.distance_mm,
+                    d.segments,
+                    d.first_fix_ms,
+                    d.last_fix_ms
+                ])
+                .map_err(|e| sqlite(&self.path, e))?;
+            }
+            let mut mark = tx
+                .prepare_cached(
+                    "INSERT INTO obu_marks (obu_id, last_to_ms) VALUES (?1, ?2) \
+                     ON CONFLICT (obu_id) DO UPDATE SET last_to_ms = max(last_to_ms, excluded.last_to_ms)",
+                )
+                .map_err(|e| sqlite(&self.path, e))?;
+            for (obu_id, last_to_ms) in marks {
+                mark.execute(params![obu_id, last_to_ms]).map_err(|e| sqlite(&self.path, e))?;
+            }
+        }
+        tx.commit().map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Every price row of one OBU in one period.
+    pub fn totals(&self, obu_id: &str, period: &str) -> Result<Vec<StoredTotal>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        let mut stmt = conn
+            .prepare_cached(
+                "SELECT price_per_km, currency, distance_mm, segments, first_fix_ms, last_fix_ms \
+                 FROM totals WHERE obu_id = ?1 AND period = ?2 ORDER BY first_fix_ms",
+            )
+            .map_err(|e| sqlite(&self.path, e))?;
+        let rows = stmt
+            .query_map(params![obu_id, period], |row| {
+                Ok(StoredTotal {
+                    price_per_km: row.get(0)?,
+                    currency: row.get(1)?,
+                    distance_mm: row.get(2)?,
+                    segments: row.get(3)?,
+                    first_fix_ms: row.get(4)?,
+                    last_fix_ms: row.get(5)?,
+                })
+            })
+            .map_err(|e| sqlite(&self.path, e))?;
+        rows.collect::<Result<_, _>>().map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Whether the OBU has any total at all (tells "unknown OBU" from "no
+    /// distance this period").
+    pub fn knows(&self, obu_id: &str) -> Result<bool, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        conn.query_row("SELECT 1 FROM obu_marks WHERE obu_id = ?1", params![obu_id], |_| Ok(()))
+            .optional()
+            .map(|found| found.is_some())
+            .map_err(|e| sqlite(&self.path, e))
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, Connection> {
+        // A panic mid-transaction rolls the transaction back; the connection stays usable.
+        self.writer.lock().unwrap_or_else(|e| e.into_inner())
+    }
+}
+
+fn sqlite(path: &Path, source: rusqlite::Error) -> StoreError {
+    StoreError::Sqlite { path: path.to_owned(), source }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn delta(obu: &str, mm: i64, price: f64) -> PeriodDelta {
+        PeriodDelta {
+            obu_id: obu.into(),
+            period: "2024-05".into(),
+            price_per_km: price,
+            currency: "EUR".into(),
+            distance_mm: mm,
+            segments: 1,
+            first_fix_ms: 10,
+            last_fix_ms: 20,
+        }
+    }
+
+    #[test]
+    fn totals_and_marks_survive_reopening() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("nested/toll.db");
+        {
+            let store = SqliteStore::open(&path, Durability::Normal).unwrap();
+            store.apply(&[delta("a", 1500, 0.19), delta("a", 500, 0.19)], &[("a", 20)]).unwrap();
+            store.apply(&[delta("a", 1000, 0.25)], &[("a", 30)]).unwrap();
+        }
+        let store = SqliteStore::open(&path, Durability::Normal).unwrap();
+        let rows = store.totals("a", "2024-05").unwrap();
+        let mm: Vec<(f64, i64)> = rows.iter().map(|r| (r.price_per_km, r.distance_mm)).collect();
+        assert_eq!(mm, vec![(0.19, 2000), (0.25, 1000)]);
+        assert_eq!(store.marks().unwrap().get("a"), Some(&30));
+        assert!(store.knows("a").unwrap());
+        assert!(!store.knows("b").unwrap());
+    }
+}
