@@ -49,7 +49,48 @@ fn tangent_plane_m(lat1: f64, lon1: f64, lat2: f64, lon2: f64) -> f64 {
     }
     let north = meridional * (lat2 - lat1).to_radians();
     let east = prime_vertical * cos_phi * dlon.to_radians();
-    north.hypot(east)
+    // `hypot` guards against overflow that cannot happen at these magnitudes,
+    // and costs several times more.
+    (north * north + east * east).sqrt()
+}
+
+/// Metres per degree around a fixed point, for cheap distance checks against
+/// that point (a parked vehicle's position). Within a few hundred metres of
+/// the point the error is far below GPS noise.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LocalFrame {
+    lat: f64,
+    lon: f64,
+    m_per_deg_lat: f64,
+    m_per_deg_lon: f64,
+}
+
+impl LocalFrame {
+    pub fn at(lat: f64, lon: f64) -> Self {
+        let phi = lat.to_radians();
+        let (sin_phi, cos_phi) = phi.sin_cos();
+        let w2 = 1.0 - E2 * sin_phi * sin_phi;
+        let w = w2.sqrt();
+        LocalFrame {
+            lat,
+            lon,
+            m_per_deg_lat: (A * (1.0 - E2) / (w2 * w)).to_radians(),
+            m_per_deg_lon: (A / w * cos_phi).to_radians(),
+        }
+    }
+
+    /// Approximate distance in metres from the frame's point.
+    pub fn distance_m(&self, lat: f64, lon: f64) -> f64 {
+        let north = (lat - self.lat) * self.m_per_deg_lat;
+        let mut dlon = lon - self.lon;
+        if dlon > 180.0 {
+            dlon -= 360.0;
+        } else if dlon < -180.0 {
+            dlon += 360.0;
+        }
+        let east = dlon * self.m_per_deg_lon;
+        (north * north + east * east).sqrt()
+    }
 }
 
 #[cfg(test)]
@@ -72,6 +113,16 @@ mod tests {
                 (fast - exact).abs() <= tolerance,
                 "{lat},{lon} +{dlat},{dlon}: {fast} vs {exact}"
             );
+        }
+    }
+
+    #[test]
+    fn local_frame_matches_the_geodesic_near_its_point() {
+        let frame = LocalFrame::at(50.3, 11.9);
+        for (dlat, dlon) in [(0.0001, 0.0), (0.0, 0.0002), (-0.0003, 0.0004), (0.002, -0.001)] {
+            let exact = exact_m(50.3, 11.9, 50.3 + dlat, 11.9 + dlon);
+            let approx = frame.distance_m(50.3 + dlat, 11.9 + dlon);
+            assert!((approx - exact).abs() < 0.01 + 1e-4 * exact, "{approx} vs {exact}");
         }
     }
 

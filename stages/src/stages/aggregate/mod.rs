@@ -135,6 +135,9 @@ struct Aggregate {
     max_group_segments: usize,
 }
 
+/// Sums of a group by OBU and period (named by its UTC start).
+type Sums = ahash::HashMap<(ObuId, i64), Sum>;
+
 /// Sums for one OBU and period within a group.
 #[derive(Default)]
 struct Sum {
@@ -156,8 +159,8 @@ impl Stage for Aggregate {
             let billed_mm = cx.metrics.counter("toll_billed_distance_mm_total");
             while let Some(first) = input.recv().await {
                 let mut acks = AckSet::default();
-                let mut sums: HashMap<(ObuId, String), Sum> = HashMap::new();
-                let mut moved: HashMap<ObuId, i64> = HashMap::new();
+                let mut sums = Sums::default();
+                let mut moved: ahash::HashMap<ObuId, i64> = ahash::HashMap::default();
                 let mut next = Some(first);
                 let mut taken = 0;
                 while let Some(batch) = next.take() {
@@ -191,8 +194,8 @@ impl Aggregate {
     fn sum(
         &mut self,
         mut batch: Batch,
-        sums: &mut HashMap<(ObuId, String), Sum>,
-        moved: &mut HashMap<ObuId, i64>,
+        sums: &mut Sums,
+        moved: &mut ahash::HashMap<ObuId, i64>,
         acks: &mut AckSet,
     ) -> u64 {
         acks.extend(std::mem::take(&mut batch.acks));
@@ -212,11 +215,11 @@ impl Aggregate {
         duplicates
     }
 
-    fn add(&mut self, segment: &Segment, sums: &mut HashMap<(ObuId, String), Sum>) {
+    fn add(&mut self, segment: &Segment, sums: &mut Sums) {
         let mm = (segment.metres * 1000.0).round() as i64;
         let (from_ms, to_ms) = (segment.from_ms, segment.to_ms);
-        self.clock.split(from_ms, to_ms, mm, |label, part| {
-            let key = (segment.obu_id.clone(), label.to_owned());
+        self.clock.split(from_ms, to_ms, mm, |period_start_ms, part| {
+            let key = (segment.obu_id.clone(), period_start_ms);
             let sum = sums.entry(key).or_insert(Sum { first_ms: from_ms, ..Sum::default() });
             sum.mm += part;
             sum.segments += 1;
@@ -227,16 +230,16 @@ impl Aggregate {
 
     /// Writes a group, retrying a failed commit a few times before giving up.
     async fn commit(
-        &self,
-        sums: HashMap<(ObuId, String), Sum>,
-        moved: &HashMap<ObuId, i64>,
+        &mut self,
+        sums: Sums,
+        moved: &ahash::HashMap<ObuId, i64>,
         acks: &AckSet,
     ) -> Result<(Vec<Total>, u64), ComponentError> {
         let deltas: Vec<PeriodDelta> = sums
             .into_iter()
-            .map(|((obu_id, period), s)| PeriodDelta {
+            .map(|((obu_id, period_start_ms), s)| PeriodDelta {
                 obu_id: obu_id.to_string(),
-                period,
+                period: self.clock.period_of(period_start_ms).label.clone(),
                 price_per_km: self.price_per_km,
                 currency: self.currency.clone(),
                 distance_mm: s.mm,

@@ -41,11 +41,11 @@ impl PeriodClock {
 
     /// Splits `mm` driven between two times over the periods it spans, in
     /// proportion to time. The parts add up to `mm` exactly.
-    pub fn split(&mut self, from_ms: i64, to_ms: i64, mm: i64, mut part: impl FnMut(&str, i64)) {
-        let first = self.period_of(from_ms.min(to_ms)).clone();
-        if to_ms < first.end_ms || to_ms <= from_ms {
-            let label = self.period_of(to_ms).label.clone();
-            part(&label, mm);
+    /// Each part is named by the UTC start of its period.
+    pub fn split(&mut self, from_ms: i64, to_ms: i64, mm: i64, mut part: impl FnMut(i64, i64)) {
+        let end = self.period_of(to_ms);
+        if end.start_ms <= from_ms || to_ms <= from_ms {
+            part(end.start_ms, mm);
             return;
         }
         let span = (to_ms - from_ms) as f64;
@@ -60,7 +60,7 @@ impl PeriodClock {
                 ((until - from_ms) as f64 / span * mm as f64).round() as i64 - given
             };
             given += share;
-            part(&period.label, share);
+            part(period.start_ms, share);
             cursor = until;
         }
     }
@@ -134,8 +134,9 @@ mod tests {
         let mut parts = Vec::new();
         let from = ms("2024-03-31T23:00:00Z");
         let to = ms("2024-04-01T02:00:00Z");
-        clock.split(from, to, 3001, |label, mm| parts.push((label.to_owned(), mm)));
-        assert_eq!(parts, vec![("2024-03".to_owned(), 1000), ("2024-04".to_owned(), 2001)]);
+        clock.split(from, to, 3001, |start, mm| parts.push((start, mm)));
+        let (march, april) = (ms("2024-03-01T00:00:00Z"), ms("2024-04-01T00:00:00Z"));
+        assert_eq!(parts, vec![(march, 1000), (april, 2001)]);
     }
 
     #[test]

@@ -52,7 +52,11 @@ impl Buffer {
                 return Err(Reason::TooLate);
             }
         }
-        // Fixes mostly arrive in order, so the search usually ends at the back.
+        // Fixes mostly arrive in order: then they simply go to the back.
+        if self.waiting.back().is_none_or(|back| back.ts_ms < fix.ts_ms) {
+            self.waiting.push_back(fix);
+            return Ok(());
+        }
         let at = self.waiting.partition_point(|w| w.ts_ms < fix.ts_ms);
         if let Some(twin) = self.waiting.get(at).filter(|w| w.ts_ms == fix.ts_ms) {
             return Err(if fix.same_place(twin) { Reason::Duplicate } else { Reason::SameTime });

@@ -127,27 +127,35 @@ pub enum Decision {
     Reject(Reason),
 }
 
-/// Positions seen around the anchor while the vehicle stands.
+/// Positions seen around the anchor while the vehicle stands, and their
+/// centre as a local frame for cheap distance checks.
 #[derive(Clone, Copy, Debug, Default)]
 struct Cluster {
     n: f64,
     lat_sum: f64,
     lon_sum: f64,
+    centre: geo::LocalFrame,
 }
 
 impl Cluster {
     fn at(fix: &Pending) -> Self {
-        Cluster { n: 1.0, lat_sum: fix.lat, lon_sum: fix.lon }
+        Cluster {
+            n: 1.0,
+            lat_sum: fix.lat,
+            lon_sum: fix.lon,
+            centre: geo::LocalFrame::at(fix.lat, fix.lon),
+        }
     }
 
     fn add(&mut self, fix: &Pending) {
         self.n += 1.0;
         self.lat_sum += fix.lat;
         self.lon_sum += fix.lon;
+        self.centre = geo::LocalFrame::at(self.lat_sum / self.n, self.lon_sum / self.n);
     }
 
     fn distance_m(&self, fix: &Pending) -> f64 {
-        geo::distance_m(self.lat_sum / self.n, self.lon_sum / self.n, fix.lat, fix.lon)
+        self.centre.distance_m(fix.lat, fix.lon)
     }
 }
 
