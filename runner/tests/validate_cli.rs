@@ -84,7 +84,10 @@ fn an_input_of_the_wrong_event_kind_is_refused_where_it_is_named() {
     let (ok, _, stderr) = validate(dir.path(), &text, &[]);
     assert!(!ok);
     assert!(
-        stderr.contains("pipeline.toml:15:11: `fixes` emits fix events, but `aggregate` (aggregate) takes only segment"),
+        stderr.contains(
+            "pipeline.toml:15:11: `fixes` emits fix events, \
+             but `aggregate` (aggregate) takes only segment"
+        ),
         "{stderr}"
     );
 }

@@ -5,8 +5,8 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use stages::ack::{Ack, AckSet, AckStatus};
-use stages::event::{Batch, EventContext, Events, Fix, Segment};
-use stages::stages::distance::{Distance, DistanceConfig, Outcomes};
+use stages::event::{Batch, EventContext, Events, Fix};
+use stages::stages::distance::{Decided, Distance, DistanceConfig};
 use stages::telemetry::Telemetry;
 
 const LAT: f64 = 50.31;
@@ -25,38 +25,29 @@ fn fix(obu: &str, ts_ms: i64, lat: f64, lon: f64) -> Fix {
 
 struct Harness {
     stage: Distance,
-    outcomes: Outcomes,
     telemetry: Telemetry,
-    segments: Vec<Segment>,
-    acks: AckSet,
+    out: Decided,
 }
 
 impl Harness {
     fn new(config: &str) -> Self {
         let config: DistanceConfig = toml::from_str(config).unwrap();
         let telemetry = Telemetry::new();
-        let outcomes =
-            Outcomes::from_metrics(&telemetry.component("distance", "stage", "distance"));
-        Harness {
-            stage: Distance::new(&config),
-            outcomes,
-            telemetry,
-            segments: Vec::new(),
-            acks: AckSet::default(),
-        }
+        let metrics = telemetry.component("distance", "stage", "distance");
+        Harness { stage: Distance::new(&config, &metrics), telemetry, out: Decided::default() }
     }
 
     fn send(&mut self, fixes: Vec<Fix>, acks: AckSet) {
         let batch = Batch::new(Events::Fixes(fixes), acks);
-        self.stage.ingest(batch, &mut self.segments, &mut self.acks, &self.outcomes);
+        self.stage.ingest(batch, &mut self.out);
     }
 
     fn finish(&mut self) {
-        self.stage.flush(&mut self.segments, &mut self.acks, &self.outcomes);
+        self.stage.flush(&mut self.out);
     }
 
     fn billed_m(&self) -> f64 {
-        self.segments.iter().map(|s| s.metres).fold(0.0, |a, b| a + b)
+        self.out.segments.iter().map(|s| s.metres).fold(0.0, |a, b| a + b)
     }
 
     fn rejected(&self, reason: &str) -> u64 {
@@ -145,7 +136,7 @@ fn late_fix_within_the_window_is_put_in_order() {
     in_order.finish();
     shuffled.finish();
     let key = |h: &Harness| -> Vec<(i64, i64, f64)> {
-        h.segments.iter().map(|s| (s.from_ms, s.to_ms, s.metres)).collect()
+        h.out.segments.iter().map(|s| (s.from_ms, s.to_ms, s.metres)).collect()
     };
     assert_eq!(key(&in_order), key(&shuffled));
     assert_eq!(shuffled.rejected("too_late"), 0);
@@ -177,9 +168,9 @@ fn a_batch_is_acknowledged_only_once_all_its_fixes_are_decided() {
     let fixes: Vec<Fix> =
         (0..5).map(|s| fix("car", 1_000 * s, LAT + 15.0 * s as f64 / M_PER_DEG_LAT, LON)).collect();
     harness.send(fixes, AckSet::one(ack));
-    assert!(harness.acks.is_empty(), "fixes are still waiting in the reorder window");
+    assert!(harness.out.acks.is_empty(), "fixes are still waiting in the reorder window");
     harness.finish();
-    assert_eq!(harness.acks.len(), 1);
-    harness.acks = AckSet::default();
+    assert_eq!(harness.out.acks.len(), 1);
+    harness.out.acks = AckSet::default();
     assert_eq!(status.try_recv().unwrap(), AckStatus::Delivered);
 }

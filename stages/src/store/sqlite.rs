@@ -139,7 +139,8 @@ impl SqliteStore {
             let mut mark = tx
                 .prepare_cached(
                     "INSERT INTO obu_marks (obu_id, last_to_ms) VALUES (?1, ?2) \
-                     ON CONFLICT (obu_id) DO UPDATE SET last_to_ms = max(last_to_ms, excluded.last_to_ms)",
+                     ON CONFLICT (obu_id) DO UPDATE \
+                     SET last_to_ms = max(last_to_ms, excluded.last_to_ms)",
                 )
                 .map_err(|e| sqlite(&self.path, e))?;
             for (obu_id, last_to_ms) in marks {

@@ -166,7 +166,8 @@ async fn observe(
     let labels = [("component", &*state.component), ("route", &route), ("status", status.as_str())];
     state.telemetry.counter("toll_gateway_requests_total", &labels).add(1);
     let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
-    debug!(component = %state.component, route, status = status.as_u16(), latency_us, "request served");
+    let status = status.as_u16();
+    debug!(component = %state.component, route, status, latency_us, "request served");
     response
 }
 

@@ -136,7 +136,8 @@ impl WebsocketSource {
             tokio::select! {
                 _ = cx.shutdown.requested() => break Ok(()),
                 _ = shared.downstream_gone.notified() => {
-                    break Err(ComponentError::new("every consumer of the websocket source stopped"));
+                    let message = "every consumer of the websocket source stopped";
+                    break Err(ComponentError::new(message));
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => admit(stream, peer, &shared, &permits, &stop),

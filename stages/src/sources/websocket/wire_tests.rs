@@ -187,7 +187,10 @@ fn native_json_is_read_back_unchanged() {
 
     assert_eq!(
         text,
-        r#"{"obu_id":"obu-\"quoted\"","ts":"2024-05-01T12:00:00.250Z","lat":50.123456789,"lon":-11.5}"#
+        concat!(
+            r#"{"obu_id":"obu-\"quoted\"","ts":"2024-05-01T12:00:00.250Z","#,
+            r#""lat":50.123456789,"lon":-11.5}"#
+        )
     );
     assert_eq!(parse(&text).expect("own output parses"), vec![original]);
 }

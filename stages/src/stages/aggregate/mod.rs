@@ -264,7 +264,8 @@ impl Aggregate {
                 Ok(()) => break,
                 Err(error) if attempt < 3 => {
                     attempt += 1;
-                    tracing::warn!(error = %crate::error_chain(&error), attempt, "store commit failed; retrying");
+                    let error = crate::error_chain(&error);
+                    tracing::warn!(%error, attempt, "store commit failed; retrying");
                     tokio::time::sleep(Duration::from_millis(200 << attempt)).await;
                 }
                 Err(error) => {

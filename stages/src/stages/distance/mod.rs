@@ -26,7 +26,7 @@ use crate::component::{
 };
 use crate::event::{Batch, EventKind, Events, ObuId, Segment};
 use crate::registry::{self, ComponentType, FieldError, Validate};
-use crate::telemetry::Counter;
+use crate::telemetry::{ComponentMetrics, Counter};
 use acks::AckSlots;
 use checks::{Reason, Skew};
 use reorder::{Buffer, Pending, Schedule};
@@ -105,8 +105,9 @@ impl ComponentConfig for DistanceConfig {
         Signature::transform(EventKind::Fix, EventKind::Segment)
     }
 
-    fn build(&self, _cx: &mut BuildContext) -> Result<Component, BuildError> {
-        Ok(Component::Stage(Box::new(Distance::new(self))))
+    fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError> {
+        let metrics = cx.telemetry.component(cx.name, Kind::Stage.as_str(), TYPE.name);
+        Ok(Component::Stage(Box::new(Distance::new(self, &metrics))))
     }
 }
 
@@ -131,11 +132,12 @@ pub struct Distance {
     /// When quiet OBUs' filters should be finished.
     idle: Schedule,
     slots: AckSlots,
+    outcomes: Outcomes,
 }
 
-/// What became of fixes, counted once registered: every fix the stage
-/// receives ends up in exactly one of these counters (or is still held).
-pub struct Outcomes {
+/// What became of fixes: every fix the stage receives ends up in exactly one
+/// of these counters, or is still held.
+struct Outcomes {
     by_reason: [Counter; Reason::ALL.len()],
     /// Fixes that ended a billed segment.
     billed: Counter,
@@ -144,11 +146,7 @@ pub struct Outcomes {
 }
 
 impl Outcomes {
-    pub fn register(cx: &Context) -> Self {
-        Self::from_metrics(&cx.metrics)
-    }
-
-    pub fn from_metrics(metrics: &crate::telemetry::ComponentMetrics) -> Self {
+    fn register(metrics: &ComponentMetrics) -> Self {
         Outcomes {
             by_reason: Reason::ALL.map(|r| metrics.rejected(r.as_str())),
             billed: metrics.counter("toll_distance_billed_fixes_total"),
@@ -161,8 +159,23 @@ impl Outcomes {
     }
 }
 
+/// What the stage hands on: segments, and the acknowledgements of batches
+/// whose fixes are all decided.
+#[derive(Debug, Default)]
+pub struct Decided {
+    pub segments: Vec<Segment>,
+    pub acks: AckSet,
+}
+
+impl Decided {
+    fn into_batch(self) -> Batch {
+        Batch::new(Events::Segments(self.segments), self.acks)
+    }
+}
+
 impl Distance {
-    pub fn new(config: &DistanceConfig) -> Self {
+    /// A stage that reports its outcomes through `metrics`.
+    pub fn new(config: &DistanceConfig, metrics: &ComponentMetrics) -> Self {
         Distance {
             window_ms: (config.reorder_window_s * 1000.0) as i64,
             skew: checks::Skew {
@@ -176,24 +189,19 @@ impl Distance {
             schedule: Schedule::default(),
             idle: Schedule::default(),
             slots: AckSlots::default(),
+            outcomes: Outcomes::register(metrics),
         }
     }
 
-    /// Takes a batch of fixes; appends what became due to `out`.
-    pub fn ingest(
-        &mut self,
-        batch: Batch,
-        out: &mut Vec<Segment>,
-        acks: &mut AckSet,
-        outcomes: &Outcomes,
-    ) {
+    /// Takes a batch of fixes; adds to `out` whatever became decided.
+    pub fn ingest(&mut self, batch: Batch, out: &mut Decided) {
         let Events::Fixes(fixes) = batch.events else {
             return;
         };
         let slot = self.slots.open(batch.acks);
         for fix in fixes {
             if let Some(reason) = checks::check(&fix, self.skew) {
-                outcomes.count(reason);
+                self.outcomes.count(reason);
                 continue;
             }
             let obu = self.obu_index(&fix.obu_id);
@@ -204,23 +212,17 @@ impl Distance {
                     self.slots.hold(slot);
                     self.schedule.buffered(obu, fix.ctx.received_ms, self.window_ms);
                 }
-                Err(reason) => outcomes.count(reason),
+                Err(reason) => self.outcomes.count(reason),
             }
         }
-        self.slots.release(slot, acks);
-        self.release_due(out, acks, outcomes);
+        self.slots.release(slot, &mut out.acks);
+        self.release_due(out);
     }
 
     /// Lets the receive clock run on while no fix arrives.
-    pub fn advance_clock(
-        &mut self,
-        now_ms: i64,
-        out: &mut Vec<Segment>,
-        acks: &mut AckSet,
-        outcomes: &Outcomes,
-    ) {
+    pub fn advance_clock(&mut self, now_ms: i64, out: &mut Decided) {
         self.schedule.advance_to(now_ms);
-        self.release_due(out, acks, outcomes);
+        self.release_due(out);
     }
 
     pub fn clock_ms(&self) -> i64 {
@@ -228,16 +230,14 @@ impl Distance {
     }
 
     /// Decides every fix still held (the input ended).
-    pub fn flush(&mut self, out: &mut Vec<Segment>, acks: &mut AckSet, outcomes: &Outcomes) {
+    pub fn flush(&mut self, out: &mut Decided) {
+        let (params, slots, outcomes) = (&self.params, &mut self.slots, &self.outcomes);
         for obu in &mut self.obus {
+            let mut on_decision = |f, d| decide(&obu.id, f, d, slots, out, outcomes);
             while let Some(fix) = obu.buffer.pop_any() {
-                obu.track.push(fix, &self.params, |f, d| {
-                    decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
-                });
+                obu.track.push(fix, params, &mut on_decision);
             }
-            obu.track.finish(&self.params, |f, d| {
-                decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
-            });
+            obu.track.finish(params, &mut on_decision);
         }
         self.schedule.clear();
         self.idle.clear();
@@ -248,27 +248,24 @@ impl Distance {
         self.obus.iter().map(|o| o.buffer.len() + o.track.held()).sum()
     }
 
-    fn release_due(&mut self, out: &mut Vec<Segment>, acks: &mut AckSet, outcomes: &Outcomes) {
+    fn release_due(&mut self, out: &mut Decided) {
         let (clock, window) = (self.schedule.clock_ms(), self.window_ms);
+        let idle_after = window.saturating_add(self.idle_ms);
+        let (params, slots, outcomes) = (&self.params, &mut self.slots, &self.outcomes);
         while let Some(i) = self.schedule.next_due() {
             let obu = &mut self.obus[i as usize];
             while let Some(fix) = obu.buffer.pop_due(clock, window) {
                 obu.last_tracked_ms = fix.ctx.received_ms;
-                self.idle.buffered(i, fix.ctx.received_ms, window.saturating_add(self.idle_ms));
-                obu.track.push(fix, &self.params, |f, d| {
-                    decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
-                });
+                self.idle.buffered(i, fix.ctx.received_ms, idle_after);
+                obu.track.push(fix, params, |f, d| decide(&obu.id, f, d, slots, out, outcomes));
             }
         }
         self.idle.advance_to(clock);
         while let Some(i) = self.idle.next_due() {
             let obu = &mut self.obus[i as usize];
-            let quiet_since =
-                obu.last_tracked_ms.saturating_add(window).saturating_add(self.idle_ms);
-            if obu.buffer.is_empty() && obu.track.held() > 0 && quiet_since <= clock {
-                obu.track.finish(&self.params, |f, d| {
-                    decide(&obu.id, f, d, &mut self.slots, out, acks, outcomes)
-                });
+            let quiet = obu.last_tracked_ms.saturating_add(idle_after) <= clock;
+            if quiet && obu.buffer.is_empty() && obu.track.held() > 0 {
+                obu.track.finish(params, |f, d| decide(&obu.id, f, d, slots, out, outcomes));
             }
         }
     }
@@ -278,12 +275,9 @@ impl Distance {
             return i;
         }
         let i = self.obus.len() as u32;
-        self.obus.push(Obu {
-            id: id.clone(),
-            buffer: Buffer::default(),
-            track: Track::default(),
-            last_tracked_ms: i64::MIN,
-        });
+        let track = Track::default();
+        let obu = Obu { id: id.clone(), buffer: Buffer::default(), track, last_tracked_ms: 0 };
+        self.obus.push(obu);
         self.index.insert(id.clone(), i);
         i
     }
@@ -296,25 +290,19 @@ fn decide(
     fix: Pending,
     decision: Decision,
     slots: &mut AckSlots,
-    out: &mut Vec<Segment>,
-    acks: &mut AckSet,
+    out: &mut Decided,
     outcomes: &Outcomes,
 ) {
     match decision {
         Decision::Segment { from_ms, metres } => {
             outcomes.billed.add(1);
-            out.push(Segment {
-                obu_id: obu.clone(),
-                from_ms,
-                to_ms: fix.ts_ms,
-                metres,
-                ctx: fix.ctx,
-            });
+            let (to_ms, ctx) = (fix.ts_ms, fix.ctx);
+            out.segments.push(Segment { obu_id: obu.clone(), from_ms, to_ms, metres, ctx });
         }
         Decision::First => outcomes.first.add(1),
         Decision::Reject(reason) => outcomes.count(reason),
     }
-    slots.release(fix.slot, acks);
+    slots.release(fix.slot, &mut out.acks);
 }
 
 impl Stage for Distance {
@@ -325,24 +313,22 @@ impl Stage for Distance {
         cx: Context,
     ) -> BoxFuture<'static, RunResult> {
         Box::pin(async move {
-            let outcomes = Outcomes::register(&cx);
             let held = cx.metrics.gauge("toll_distance_held_fixes");
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut last_input = Instant::now();
             let mut clock_at_last_input = self.clock_ms();
             loop {
-                let mut segments = Vec::new();
-                let mut acks = AckSet::default();
+                let mut out = Decided::default();
                 tokio::select! {
                     batch = input.recv() => match batch {
                         Some(batch) => {
-                            self.ingest(batch, &mut segments, &mut acks, &outcomes);
+                            self.ingest(batch, &mut out);
                             last_input = Instant::now();
                             clock_at_last_input = self.clock_ms();
                         }
                         None => {
-                            self.flush(&mut segments, &mut acks, &outcomes);
-                            let _ = output.send(Batch::new(Events::Segments(segments), acks)).await;
+                            self.flush(&mut out);
+                            let _ = output.send(out.into_batch()).await;
                             return Ok(());
                         }
                     },
@@ -350,11 +336,11 @@ impl Stage for Distance {
                         // With no input, the receive clock follows the wall clock,
                         // so a vehicle that went quiet still gets its last fixes billed.
                         let idle_ms = last_input.elapsed().as_millis() as i64;
-                        self.advance_clock(clock_at_last_input + idle_ms, &mut segments, &mut acks, &outcomes);
+                        self.advance_clock(clock_at_last_input + idle_ms, &mut out);
                         held.set(self.held() as i64);
                     }
                 }
-                if output.send(Batch::new(Events::Segments(segments), acks)).await.is_err() {
+                if output.send(out.into_batch()).await.is_err() {
                     tracing::warn!(stage = %cx.name, "every consumer stopped; distance stops");
                     return Ok(());
                 }
