@@ -72,10 +72,12 @@ pub fn current_label(tz: Tz) -> String {
 }
 
 fn month_of(tz: Tz, ts_ms: i64) -> Period {
-    let local = tz.timestamp_millis_opt(ts_ms).single().unwrap_or_else(|| {
-        // Unreachable for a UTC instant; fall back to UTC rather than panic.
-        chrono::Utc.timestamp_millis_opt(ts_ms).unwrap().with_timezone(&tz)
-    });
+    // Fix times are checked to lie between 1970 and 2200 before they get here;
+    // anything else is billed to the epoch's month rather than panicking.
+    let local = match tz.timestamp_millis_opt(ts_ms) {
+        LocalResult::Single(t) | LocalResult::Ambiguous(t, _) => t,
+        LocalResult::None => chrono::DateTime::UNIX_EPOCH.with_timezone(&tz),
+    };
     let (year, month) = (local.year(), local.month());
     let (next_year, next_month) = if month == 12 { (year + 1, 1) } else { (year, month + 1) };
     Period {

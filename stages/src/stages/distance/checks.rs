@@ -11,6 +11,8 @@ pub enum Reason {
     OutOfRange,
     /// Exactly (0, 0): a receiver without a position.
     NullIsland,
+    /// Fix time before 1970 or after 2200: a broken clock.
+    InvalidTime,
     /// Fix time too far after the time it was received.
     Future,
     /// Fix time too far before the time it was received.
@@ -36,10 +38,11 @@ pub enum Reason {
 }
 
 impl Reason {
-    pub const ALL: [Reason; 14] = [
+    pub const ALL: [Reason; 15] = [
         Reason::NonFinite,
         Reason::OutOfRange,
         Reason::NullIsland,
+        Reason::InvalidTime,
         Reason::Future,
         Reason::Stale,
         Reason::Duplicate,
@@ -59,6 +62,7 @@ impl Reason {
             Reason::NonFinite => "non_finite",
             Reason::OutOfRange => "out_of_range",
             Reason::NullIsland => "null_island",
+            Reason::InvalidTime => "invalid_time",
             Reason::Future => "future_time",
             Reason::Stale => "past_time",
             Reason::Duplicate => "duplicate",
@@ -78,6 +82,9 @@ impl Reason {
     }
 }
 
+/// 2200-01-01T00:00:00Z: no OBU in service reports a later time.
+const LATEST_MS: i64 = 7_258_118_400_000;
+
 /// Limits on fix time relative to receive time.
 #[derive(Clone, Copy, Debug)]
 pub struct Skew {
@@ -96,11 +103,14 @@ pub fn check(fix: &Fix, skew: Skew) -> Option<Reason> {
     if fix.lat == 0.0 && fix.lon == 0.0 {
         return Some(Reason::NullIsland);
     }
-    let ahead = fix.ts_ms - fix.ctx.received_ms;
+    if !(0..LATEST_MS).contains(&fix.ts_ms) {
+        return Some(Reason::InvalidTime);
+    }
+    let ahead = fix.ts_ms.saturating_sub(fix.ctx.received_ms);
     if ahead > skew.max_future_ms {
         return Some(Reason::Future);
     }
-    if -ahead > skew.max_past_ms {
+    if ahead.saturating_neg() > skew.max_past_ms {
         return Some(Reason::Stale);
     }
     None
@@ -134,5 +144,8 @@ mod tests {
         assert_eq!(check(&fix(50.0, 11.9, 1_000, 0), skew), None);
         assert_eq!(check(&fix(50.0, 11.9, 0, 10_001), skew), Some(Reason::Stale));
         assert_eq!(check(&fix(50.0, 11.9, 0, 10_000), skew), None);
+        assert_eq!(check(&fix(50.0, 11.9, -1, -1), skew), Some(Reason::InvalidTime));
+        let far = 8_000_000_000_000;
+        assert_eq!(check(&fix(50.0, 11.9, far, far), skew), Some(Reason::InvalidTime));
     }
 }
