@@ -100,6 +100,7 @@ pub fn start(graph: Graph, telemetry: &Telemetry, options: Options) -> Result<Ru
                 unreachable!("the graph gives every stage and sink inputs")
             }
         };
+        tracing::debug!(component = %name, kind = kind.as_str(), "component started");
         telemetry.set_state(&name, ComponentState::Running);
         let telemetry = telemetry.clone();
         tasks.spawn(async move {
@@ -109,7 +110,6 @@ pub fn start(graph: Graph, telemetry: &Telemetry, options: Options) -> Result<Ru
             telemetry.set_state(&name, state);
             (name, result)
         });
-        tracing::debug!(component = kind.as_str(), "component started");
     }
     Ok(Running { tasks, stop, options })
 }
