@@ -142,6 +142,14 @@ fn values_can_be_overridden_from_the_environment_and_bad_ones_name_the_variable(
 }
 
 #[test]
+fn other_toll_variables_are_not_taken_for_pipeline_keys() {
+    let dir = tempfile::tempdir().unwrap();
+    let env = [("TOLL_CI_CACHE", "/tmp/x".to_owned()), ("TOLL_SOURCESX", "1".to_owned())];
+    let (ok, _, stderr) = validate(dir.path(), GOOD, &env);
+    assert!(ok, "{stderr}");
+}
+
+#[test]
 fn graph_prints_dot_with_event_kinds_on_edges() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("pipeline.toml");

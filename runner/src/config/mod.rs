@@ -51,7 +51,21 @@ pub fn load(path: &Path) -> Result<Vec<Declaration>, Diagnostics> {
             path.display()
         )))
     })?;
-    parse(path, &text, Env::prefixed(ENV_PREFIX).split("__"))
+    parse(path, &text, overrides())
+}
+
+/// Environment variables that override pipeline values: only those naming a
+/// component table (`TOLL_STAGES__...`), so that other `TOLL_` settings of the
+/// same environment (`TOLL_PIPELINE`) are not taken for pipeline keys.
+pub fn overrides() -> Env {
+    Env::prefixed(ENV_PREFIX)
+        .filter(|key| {
+            let key = key.as_str().to_ascii_lowercase();
+            Kind::ALL.iter().any(|kind| {
+                key.strip_prefix(kind.table()).is_some_and(|rest| rest.starts_with("__"))
+            })
+        })
+        .split("__")
 }
 
 /// Parses pipeline text; `env` supplies the overrides.
