@@ -55,13 +55,9 @@ pub fn execute(cli: Cli) -> ExitCode {
     }
     match cli.command.unwrap_or(Command::Run) {
         Command::Validate => {
-            println!("{} is valid:\n{}", cli.pipeline.display(), graph.describe());
-            ExitCode::SUCCESS
+            print_out(&format!("{} is valid:\n{}", cli.pipeline.display(), graph.describe()))
         }
-        Command::Graph => {
-            print!("{}", graph.to_dot());
-            ExitCode::SUCCESS
-        }
+        Command::Graph => print_out(&graph.to_dot()),
         Command::Run => {
             let options = topology::Options {
                 drain_timeout: Duration::from_secs(cli.drain_timeout_s),
@@ -72,7 +68,24 @@ pub fn execute(cli: Cli) -> ExitCode {
     }
 }
 
+/// Writes to stdout; a closed or full stdout is an error, not a panic.
+fn print_out(text: &str) -> ExitCode {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    match stdout.write_all(text.as_bytes()).and_then(|()| stdout.flush()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: cannot write to stdout: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
 fn run(graph: Graph, options: topology::Options) -> ExitCode {
+    // Each OBU connection is a file descriptor; take what the system allows.
+    if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
+        tracing::warn!(%error, "cannot raise the open-file limit");
+    }
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(runtime) => runtime,
         Err(error) => {
@@ -85,12 +98,15 @@ fn run(graph: Graph, options: topology::Options) -> ExitCode {
         let running = match topology::start(graph, &telemetry, options) {
             Ok(running) => running,
             Err(error) => {
-                tracing::error!(error = %error, "pipeline did not start");
+                let error = stages::error_chain(&error);
+                tracing::error!(%error, "pipeline did not start");
                 return ExitCode::FAILURE;
             }
         };
         tracing::info!("pipeline running");
-        match running.run_until(stop_signal()).await {
+        let outcome = running.run_until(stop_signal()).await;
+        log_summary(&telemetry);
+        match outcome {
             Outcome::Completed => {
                 tracing::info!("pipeline completed");
                 ExitCode::SUCCESS
@@ -102,6 +118,21 @@ fn run(graph: Graph, options: topology::Options) -> ExitCode {
             Outcome::Failed => ExitCode::FAILURE,
         }
     })
+}
+
+/// One line per component with what it received, sent, refused and failed.
+fn log_summary(telemetry: &Telemetry) {
+    for s in telemetry.summary() {
+        let rejected: Vec<String> = s.rejected.iter().map(|(r, n)| format!("{r}={n}")).collect();
+        tracing::info!(
+            component = %s.component,
+            received = s.received,
+            sent = s.sent,
+            errors = s.errors,
+            rejected = %rejected.join(" "),
+            "component summary",
+        );
+    }
 }
 
 /// Completes on SIGINT or SIGTERM.

@@ -259,7 +259,7 @@ fn resolve_outputs(
 fn unconsumed(declarations: &[Declaration]) -> Vec<Diagnostic> {
     declarations
         .iter()
-        .filter(|d| d.kind != Kind::Sink && !d.config.consumed_elsewhere())
+        .filter(|d| d.kind != Kind::Sink && !d.config.may_go_unconsumed())
         .filter(|d| !declarations.iter().any(|c| c.inputs.iter().any(|i| i.name == d.name)))
         .map(|d| {
             Diagnostic::new(

@@ -94,9 +94,10 @@ pub trait ComponentConfig: fmt::Debug + Send + Sync + 'static {
     /// Creates the component: opens files and stores, binds sockets.
     fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError>;
 
-    /// Whether its events are taken by another process (a durable queue), so
-    /// that having no consumer in this file is expected.
-    fn consumed_elsewhere(&self) -> bool {
+    /// Whether having no consumer in this file is expected: its events are
+    /// taken by another process (a durable queue), or they only report work
+    /// already done (an aggregate's totals, which are in its store).
+    fn may_go_unconsumed(&self) -> bool {
         false
     }
 

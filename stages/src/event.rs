@@ -14,6 +14,19 @@ use crate::ack::AckSet;
 /// cloning a fix does not allocate.
 pub type ObuId = CompactString;
 
+/// Longest OBU id accepted anywhere, in bytes.
+pub const MAX_OBU_ID_BYTES: usize = 64;
+
+/// Whether `id` can name an OBU: 1 to [`MAX_OBU_ID_BYTES`] bytes, no control
+/// characters. Every source refuses other ids, so that whatever is billed can
+/// also be asked for at the gateway.
+pub fn valid_obu_id(id: &str) -> bool {
+    !id.is_empty() && id.len() <= MAX_OBU_ID_BYTES && !id.chars().any(char::is_control)
+}
+
+/// What to tell a client whose OBU id is refused.
+pub const OBU_ID_RULE: &str = "obu_id must be 1 to 64 bytes without control characters";
+
 /// Milliseconds since the Unix epoch, UTC.
 pub type Millis = i64;
 

@@ -122,6 +122,35 @@ impl Telemetry {
             .sum()
     }
 
+    /// The core counts of every component, with its non-zero rejections.
+    pub fn summary(&self) -> Vec<ComponentSummary> {
+        let registry = self.lock();
+        let mut by_component: BTreeMap<String, ComponentSummary> = BTreeMap::new();
+        for ((name, labels), counter) in &registry.counters {
+            let Some((_, component)) = labels.iter().find(|(k, _)| *k == "component") else {
+                continue;
+            };
+            let entry = by_component.entry(component.clone()).or_insert_with(|| ComponentSummary {
+                component: component.clone(),
+                ..ComponentSummary::default()
+            });
+            let value = counter.get();
+            match *name {
+                "toll_component_received_events_total" => entry.received += value,
+                "toll_component_sent_events_total" => entry.sent += value,
+                "toll_component_errors_total" => entry.errors += value,
+                "toll_component_rejected_events_total" if value > 0 => {
+                    let reason = labels.iter().find(|(k, _)| *k == "reason");
+                    entry
+                        .rejected
+                        .push((reason.map(|(_, r)| r.clone()).unwrap_or_default(), value));
+                }
+                _ => {}
+            }
+        }
+        by_component.into_values().collect()
+    }
+
     /// Every metric in the Prometheus text exposition format.
     pub fn render_prometheus(&self) -> String {
         let registry = self.lock();
@@ -163,6 +192,17 @@ fn render_labels(labels: &Labels) -> String {
         .map(|(k, v)| format!("{k}=\"{}\"", v.replace('\\', "\\\\").replace('"', "\\\"")))
         .collect();
     format!("{{{}}}", body.join(","))
+}
+
+/// What one component did, for the summary logged when a pipeline stops.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct ComponentSummary {
+    pub component: String,
+    pub received: u64,
+    pub sent: u64,
+    pub errors: u64,
+    /// Reasons with a non-zero count.
+    pub rejected: Vec<(String, u64)>,
 }
 
 /// The core set every component reports, plus a way to register its own.

@@ -104,6 +104,12 @@ pub fn parse(path: &Path, text: &str, env: Env) -> Result<Vec<Declaration>, Diag
             }
         }
     }
+    if declarations.is_empty() && found.is_empty() {
+        found.push(Diagnostic::general(format!(
+            "{} declares no component; a pipeline needs at least one source",
+            path.display()
+        )));
+    }
     found.into_result(declarations)
 }
 
@@ -153,7 +159,15 @@ fn declaration(
 
     let config = (component_type.parse)(toml::Value::Table(table)).map_err(|e| {
         let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
-        fail(&path, e.message)
+        let key = path.join(".");
+        let message = e.message.trim().replace('\n', " ");
+        // Serde names unknown and mistyped keys itself; range checks do not.
+        let message = if key.is_empty() || message.contains(&format!("`{key}`")) {
+            message
+        } else {
+            format!("`{key}`: {message}")
+        };
+        fail(&path, message)
     })?;
     Ok(Declaration { name, kind, component_type, inputs, config, at })
 }

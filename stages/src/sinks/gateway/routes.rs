@@ -22,7 +22,7 @@ use crate::invoice::{Invoice, InvoiceBook};
 use crate::telemetry::{ComponentState, Counter, Telemetry};
 
 /// Longest OBU id accepted, in bytes.
-pub const MAX_OBU_ID_BYTES: usize = 64;
+pub use crate::event::MAX_OBU_ID_BYTES;
 
 /// Book failures are logged at most once per this many milliseconds, so a
 /// failing store under load does not flood the log.
@@ -171,11 +171,7 @@ async fn observe(
     response
 }
 
-/// An OBU id the gateway accepts: 1 to [`MAX_OBU_ID_BYTES`] bytes, no control
-/// characters.
-pub fn valid_obu_id(obu_id: &str) -> bool {
-    !obu_id.is_empty() && obu_id.len() <= MAX_OBU_ID_BYTES && !obu_id.chars().any(char::is_control)
-}
+pub use crate::event::valid_obu_id;
 
 /// A billing period `YYYY-MM` with a month from 01 to 12.
 pub fn valid_period(period: &str) -> bool {

@@ -234,6 +234,14 @@ impl ObuSimConfig {
                 return Err(FieldError::at(key, "must be a finite number, 0 or more"));
             }
         }
+        // Each truck keeps state and a place in every batch; beyond this the
+        // simulation no longer fits in memory on a normal machine.
+        if self.trucks > MAX_TRUCKS {
+            return Err(FieldError::at("trucks", format!("must be at most {MAX_TRUCKS}")));
+        }
+        if self.batch_size > MAX_BATCH_SIZE {
+            return Err(FieldError::at("batch_size", format!("must be at most {MAX_BATCH_SIZE}")));
+        }
         if !(0.0..=1.0).contains(&self.backlog_share) {
             return Err(FieldError::at("backlog_share", "must be between 0 and 1"));
         }
@@ -256,10 +264,18 @@ impl ObuSimConfig {
     }
 }
 
+/// Most simulated trucks in one source.
+pub const MAX_TRUCKS: usize = 1_000_000;
+/// Most fixes in one emitted batch.
+pub const MAX_BATCH_SIZE: usize = 1_000_000;
+
 impl ReplayConfig {
     fn check(&self) -> Result<(), FieldError> {
-        if self.repeat_each == 0 {
-            return Err(FieldError::at("repeat_each", "must be 1 or more"));
+        if !(1..=1_000).contains(&self.repeat_each) {
+            return Err(FieldError::at("repeat_each", "must be from 1 to 1000"));
+        }
+        if let Some(id) = self.obu_id.as_deref().filter(|id| !crate::event::valid_obu_id(id)) {
+            return Err(FieldError::at("obu_id", format!("`{id}`: {}", crate::event::OBU_ID_RULE)));
         }
         let fields = [
             ("obu_id_field", &self.obu_id_field),

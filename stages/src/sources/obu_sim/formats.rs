@@ -53,15 +53,20 @@ pub fn load(config: &ReplayConfig) -> Result<Loaded, LoadError> {
     }
 }
 
-/// The OBU id of a row: the fixed id, or the prefix and the row's value.
-pub fn make_id(config: &ReplayConfig, value: &str) -> ObuId {
+/// The OBU id of a row: the fixed id, or the prefix and the row's value;
+/// refused unless [`crate::event::valid_obu_id`] accepts it.
+pub fn make_id(config: &ReplayConfig, value: &str) -> Result<ObuId, String> {
     if let Some(fixed) = &config.obu_id {
-        return ObuId::from(fixed.as_str());
+        return Ok(ObuId::from(fixed.as_str()));
     }
     let mut id = CompactString::with_capacity(config.obu_id_prefix.len() + value.len());
     id.push_str(&config.obu_id_prefix);
     id.push_str(value);
-    id
+    if crate::event::valid_obu_id(&id) {
+        Ok(id)
+    } else {
+        Err(crate::event::OBU_ID_RULE.to_owned())
+    }
 }
 
 /// A fix as read from a file; the receive time is set when it is replayed.
@@ -137,6 +142,13 @@ fn read_csv(config: &ReplayConfig, path: &str, bytes: &[u8]) -> Result<Loaded, L
         let line = reader.position().line();
         match reader.read_record(&mut record) {
             Ok(false) => break,
+            // A recorded fix never holds a line break: a row spanning several
+            // lines is an unbalanced quote that swallowed the rows after it.
+            Ok(true) if reader.position().line() > line + 1 => {
+                let swallowed = reader.position().line() - line;
+                let reason = format!("row spans {swallowed} lines (an unbalanced quote?)");
+                loaded.rejects.push(Reject { line, reason });
+            }
             Ok(true) => match csv_fix(config, &record, id_col, time_col, &position) {
                 Ok(fix) => loaded.fixes.push(fix),
                 Err(reason) => loaded.rejects.push(Reject { line, reason }),
@@ -155,7 +167,7 @@ fn csv_fix(
     position: &Position,
 ) -> Result<Fix, String> {
     let field = |i: usize| record.get(i).ok_or_else(|| format!("row has no column {}", i + 1));
-    let obu_id = make_id(config, id_col.map(field).transpose()?.unwrap_or_default());
+    let obu_id = make_id(config, id_col.map(field).transpose()?.unwrap_or_default())?;
     let ts_ms = parse_timestamp(field(time_col)?).map_err(|e| e.to_string())?;
     let (lat, lon) = match *position {
         Position::Point(p) => parse_wkt_point(field(p)?)?,
@@ -244,10 +256,10 @@ enum JsonText<'v> {
 
 fn json_fix(config: &ReplayConfig, value: &Value) -> Result<Fix, String> {
     let obu_id = match &config.obu_id_field {
-        None => make_id(config, ""),
+        None => make_id(config, "")?,
         Some(_) => match json_text(value, &config.obu_id_field)? {
-            JsonText::Str(s) => make_id(config, s),
-            JsonText::Num(n) => make_id(config, &n.to_string()),
+            JsonText::Str(s) => make_id(config, s)?,
+            JsonText::Num(n) => make_id(config, &n.to_string())?,
         },
     };
     let ts_ms = match json_text(value, &config.time_field)? {
@@ -311,10 +323,10 @@ mod tests {
 
         let loaded = load(&csv_config(&path)).unwrap();
 
-        assert_eq!(loaded.fixes.len(), 2);
-        assert_eq!(loaded.fixes[1].obu_id, "b\nc");
+        assert_eq!(loaded.fixes.len(), 1);
         let lines: Vec<u64> = loaded.rejects.iter().map(|r| r.line).collect();
-        assert_eq!(lines, [3, 6], "the quoted id spans lines 4 and 5");
+        assert_eq!(lines, [3, 4, 6], "the quoted id spans lines 4 and 5");
+        assert!(loaded.rejects[1].reason.contains("spans 2 lines"), "{:?}", loaded.rejects[1]);
     }
 
     #[test]

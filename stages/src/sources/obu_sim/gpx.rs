@@ -170,7 +170,13 @@ impl State<'_> {
         } else {
             &self.track_name
         };
-        let id = make_id(self.config, name);
+        // A track name that cannot be an OBU id falls back to the track's number.
+        let numbered_id = || make_id(self.config, &format!("track-{}", self.tracks));
+        let Ok(id) = make_id(self.config, name).or_else(|_| numbered_id()) else {
+            self.track.clear();
+            self.in_track = false;
+            return;
+        };
         let fixes = self.track.drain(..).map(|(ts, lat, lon)| make_fix(id.clone(), ts, lat, lon));
         self.loaded.fixes.extend(fixes);
         self.in_track = false;

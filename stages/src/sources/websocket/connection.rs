@@ -34,7 +34,7 @@ pub(super) async fn serve(
 ) {
     let ws = tokio::select! {
         _ = stop.requested() => return,
-        handshake = timeout(shared.idle_timeout, handshake(stream, shared)) => match handshake {
+        handshake = timeout(HANDSHAKE_TIMEOUT, handshake(stream, shared)) => match handshake {
             Ok(Ok(ws)) => ws,
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "websocket handshake failed");
@@ -55,6 +55,10 @@ pub(super) async fn serve(
     connection.finish(end).await;
     tracing::debug!(%peer, "websocket connection closed");
 }
+
+/// Time a client gets to complete the WebSocket upgrade. Sockets that never
+/// upgrade would otherwise hold a file descriptor for the whole idle timeout.
+const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
 async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Ws, WsError> {
     let path = shared.path.as_str();

@@ -127,7 +127,7 @@ impl WebsocketSource {
             downstream_gone: Notify::new(),
         });
         // Validation keeps max_connections within u32.
-        let max = u32::try_from(config.max_connections).unwrap_or(u32::MAX);
+        let max = u32::try_from(connection_limit(config.max_connections)).unwrap_or(u32::MAX);
         let permits = Arc::new(Semaphore::new(max as usize));
         let (stop_tx, stop) = Shutdown::new();
         tracing::info!(address = %local_addr, path = %config.path, "websocket source listening");
@@ -187,4 +187,28 @@ fn admit(
         drop(shared);
         drop(permit);
     });
+}
+
+/// File descriptors kept free for everything but OBU connections (the
+/// gateway's clients, the store, log files).
+const RESERVED_FDS: u64 = 1_024;
+
+/// The configured limit, lowered so that connections can never use up the
+/// process's file descriptors: running out would stop every other listener
+/// in the process too.
+fn connection_limit(configured: usize) -> usize {
+    let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) else {
+        return configured;
+    };
+    let affordable =
+        usize::try_from(soft.saturating_sub(RESERVED_FDS)).unwrap_or(usize::MAX).max(1);
+    if affordable < configured {
+        tracing::warn!(
+            configured,
+            limit = affordable,
+            open_files = soft,
+            "max_connections lowered to fit the open-file limit; raise `ulimit -n` for more",
+        );
+    }
+    configured.min(affordable)
 }

@@ -78,7 +78,9 @@ struct WireFix {
 impl WireFix {
     fn into_fix(self, received_ms: Millis) -> Result<Fix, &'static str> {
         let (obu_id, native) = match (self.obu_id, self.go_obu_id) {
-            (Some(id), None) if id.is_empty() => return Err("field `obu_id` is empty"),
+            (Some(id), None) if !crate::event::valid_obu_id(&id) => {
+                return Err(crate::event::OBU_ID_RULE)
+            }
             (Some(id), None) => (id, true),
             (None, Some(number)) => (number.to_compact_string(), false),
             (None, None) => return Err("missing field `obu_id` (or `obuID`)"),

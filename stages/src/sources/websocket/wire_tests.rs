@@ -100,7 +100,8 @@ fn missing_fields_are_named_in_the_error() {
         (r#"{"obu_id":"a","lat":1,"lon":2}"#, "`ts`"),
         (r#"{"obu_id":"a","ts":"1970-01-01T00:00:00Z","lon":2}"#, "`lat`"),
         (r#"{"obuID":1,"lat":1}"#, "`lon`"),
-        (r#"{"obu_id":"","ts":"1970-01-01T00:00:00Z","lat":1,"lon":2}"#, "empty"),
+        (r#"{"obu_id":"","ts":"1970-01-01T00:00:00Z","lat":1,"lon":2}"#, "1 to 64 bytes"),
+        (r#"{"obu_id":"a\u0001b","ts":"1970-01-01T00:00:00Z","lat":1,"lon":2}"#, "control"),
     ];
     for (text, expected) in cases {
         let detail = detail(text);

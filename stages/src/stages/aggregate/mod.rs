@@ -104,6 +104,10 @@ impl ComponentConfig for AggregateConfig {
         Signature::transform(EventKind::Segment, EventKind::Total)
     }
 
+    fn may_go_unconsumed(&self) -> bool {
+        true
+    }
+
     fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError> {
         let tz = self.tz().map_err(|e| BuildError::new(e.message))?;
         let path = crate::store::sqlite_path(&self.store)
