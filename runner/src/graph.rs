@@ -194,8 +194,21 @@ fn topological_order(
     if order.len() == declarations.len() {
         return Ok(order);
     }
-    let on_cycle: Vec<&Declaration> =
-        (0..declarations.len()).filter(|i| !order.contains(i)).map(|i| &declarations[i]).collect();
+    // What is left sits on a cycle or downstream of one; peel off the
+    // downstream part (nodes none of the rest takes as input) to name the cycle.
+    let mut left: Vec<usize> = (0..declarations.len()).filter(|i| !order.contains(i)).collect();
+    loop {
+        let feeds_left = |i: usize| {
+            left.iter()
+                .any(|&j| declarations[j].inputs.iter().any(|inp| index.get(&inp.name) == Some(&i)))
+        };
+        let before = left.len();
+        left = left.iter().copied().filter(|&i| feeds_left(i)).collect();
+        if left.len() == before {
+            break;
+        }
+    }
+    let on_cycle: Vec<&Declaration> = left.iter().map(|&i| &declarations[i]).collect();
     let names: Vec<&str> = on_cycle.iter().map(|d| d.name.as_str()).collect();
     let at = on_cycle.first().and_then(|d| d.inputs.first()).and_then(|i| i.at.clone());
     Err(Diagnostics::one(Diagnostic::new(
