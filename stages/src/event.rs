@@ -69,6 +69,10 @@ pub struct Segment {
     pub to_ms: Millis,
     /// Geodesic length on the WGS-84 ellipsoid.
     pub metres: f64,
+    /// Where the segment ends (the fix at `to_ms`): billing of the OBU
+    /// resumes from here after a restart.
+    pub to_lat: f64,
+    pub to_lon: f64,
     pub ctx: EventContext,
 }
 

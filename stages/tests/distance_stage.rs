@@ -7,6 +7,7 @@ use rand_distr::{Distribution, Normal};
 use stages::ack::{Ack, AckSet, AckStatus};
 use stages::event::{Batch, EventContext, Events, Fix};
 use stages::stages::distance::{Decided, Distance, DistanceConfig};
+use stages::store::{BilledEnd, Durability, SqliteStore};
 use stages::telemetry::Telemetry;
 
 const LAT: f64 = 50.31;
@@ -173,4 +174,28 @@ fn a_batch_is_acknowledged_only_once_all_its_fixes_are_decided() {
     assert_eq!(harness.out.acks.len(), 1);
     harness.out.acks = AckSet::default();
     assert_eq!(status.try_recv().unwrap(), AckStatus::Delivered);
+}
+
+#[test]
+fn an_obu_resumes_from_its_last_billed_fix_so_redelivered_fixes_bill_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("toll.db"), Durability::Normal).unwrap();
+    // An earlier run billed the car up to its fix at 20 s.
+    let lat_at = |s: i64| LAT + 15.0 * s as f64 / M_PER_DEG_LAT;
+    let end = BilledEnd { ts_ms: 20_000, lat: lat_at(20), lon: LON };
+    store.apply(&[], &[("car", end)]).unwrap();
+
+    let mut harness = Harness::new("");
+    harness.stage.resume_from(std::sync::Arc::new(store));
+    // Everything is delivered again, from the start.
+    let fixes: Vec<Fix> = (0..=40).map(|s| fix("car", 1_000 * s, lat_at(s), LON)).collect();
+    harness.send(fixes, AckSet::default());
+    harness.finish();
+
+    let first = harness.out.segments.first().expect("billing resumed");
+    assert_eq!(first.from_ms, 20_000, "the first segment starts where billing stopped");
+    let billed = harness.billed_m();
+    assert!((billed - 300.0).abs() < 1.0, "billed {billed:.2} m for the 20 s after the restart");
+    assert_eq!(harness.rejected("too_late"), 20);
+    assert_eq!(harness.rejected("duplicate"), 1);
 }

@@ -10,7 +10,7 @@ mod sqlite;
 
 use std::path::PathBuf;
 
-pub use sqlite::{PeriodDelta, SqliteStore, StoredTotal};
+pub use sqlite::{BilledEnd, PeriodDelta, SqliteStore, StoredTotal};
 
 /// Opening or using the store failed.
 #[derive(Debug, thiserror::Error)]

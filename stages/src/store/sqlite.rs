@@ -22,7 +22,9 @@ CREATE TABLE IF NOT EXISTS totals (
 );
 CREATE TABLE IF NOT EXISTS obu_marks (
     obu_id TEXT PRIMARY KEY NOT NULL,
-    last_to_ms INTEGER NOT NULL
+    last_to_ms INTEGER NOT NULL,
+    last_lat REAL NOT NULL,
+    last_lon REAL NOT NULL
 );
 ";
 
@@ -37,6 +39,14 @@ pub struct PeriodDelta {
     pub segments: i64,
     pub first_fix_ms: i64,
     pub last_fix_ms: i64,
+}
+
+/// The end of the last segment billed to an OBU.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BilledEnd {
+    pub ts_ms: i64,
+    pub lat: f64,
+    pub lon: f64,
 }
 
 /// One row of totals as stored.
@@ -108,7 +118,11 @@ impl SqliteStore {
     }
 
     /// Adds `deltas` and moves the OBUs' marks in one transaction.
-    pub fn apply(&self, deltas: &[PeriodDelta], marks: &[(&str, i64)]) -> Result<(), StoreError> {
+    pub fn apply(
+        &self,
+        deltas: &[PeriodDelta],
+        marks: &[(&str, BilledEnd)],
+    ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| sqlite(&self.path, e))?;
         {
@@ -138,13 +152,15 @@ impl SqliteStore {
             }
             let mut mark = tx
                 .prepare_cached(
-                    "INSERT INTO obu_marks (obu_id, last_to_ms) VALUES (?1, ?2) \
-                     ON CONFLICT (obu_id) DO UPDATE \
-                     SET last_to_ms = max(last_to_ms, excluded.last_to_ms)",
+                    "INSERT INTO obu_marks (obu_id, last_to_ms, last_lat, last_lon) \
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (obu_id) DO UPDATE \
+                     SET last_to_ms = excluded.last_to_ms, last_lat = excluded.last_lat, \
+                     last_lon = excluded.last_lon WHERE excluded.last_to_ms > last_to_ms",
                 )
                 .map_err(|e| sqlite(&self.path, e))?;
-            for (obu_id, last_to_ms) in marks {
-                mark.execute(params![obu_id, last_to_ms]).map_err(|e| sqlite(&self.path, e))?;
+            for (obu_id, end) in marks {
+                mark.execute(params![obu_id, end.ts_ms, end.lat, end.lon])
+                    .map_err(|e| sqlite(&self.path, e))?;
             }
         }
         tx.commit().map_err(|e| sqlite(&self.path, e))
@@ -172,6 +188,18 @@ impl SqliteStore {
             })
             .map_err(|e| sqlite(&self.path, e))?;
         rows.collect::<Result<_, _>>().map_err(|e| sqlite(&self.path, e))
+    }
+
+    /// Where the OBU's last billed segment ended, if it has one.
+    pub fn billed_end(&self, obu_id: &str) -> Result<Option<BilledEnd>, StoreError> {
+        let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
+        conn.query_row(
+            "SELECT last_to_ms, last_lat, last_lon FROM obu_marks WHERE obu_id = ?1",
+            params![obu_id],
+            |row| Ok(BilledEnd { ts_ms: row.get(0)?, lat: row.get(1)?, lon: row.get(2)? }),
+        )
+        .optional()
+        .map_err(|e| sqlite(&self.path, e))
     }
 
     /// Whether the OBU has any total at all (tells "unknown OBU" from "no
@@ -217,14 +245,20 @@ mod tests {
         let path = dir.path().join("nested/toll.db");
         {
             let store = SqliteStore::open(&path, Durability::Normal).unwrap();
-            store.apply(&[delta("a", 1500, 0.19), delta("a", 500, 0.19)], &[("a", 20)]).unwrap();
-            store.apply(&[delta("a", 1000, 0.25)], &[("a", 30)]).unwrap();
+            let end = |ts_ms| BilledEnd { ts_ms, lat: 50.0, lon: 11.0 };
+            store
+                .apply(&[delta("a", 1500, 0.19), delta("a", 500, 0.19)], &[("a", end(20))])
+                .unwrap();
+            store.apply(&[delta("a", 1000, 0.25)], &[("a", end(30))]).unwrap();
+            store.apply(&[], &[("a", BilledEnd { ts_ms: 25, lat: 0.0, lon: 0.0 })]).unwrap();
         }
         let store = SqliteStore::open(&path, Durability::Normal).unwrap();
         let rows = store.totals("a", "2024-05").unwrap();
         let mm: Vec<(f64, i64)> = rows.iter().map(|r| (r.price_per_km, r.distance_mm)).collect();
         assert_eq!(mm, vec![(0.19, 2000), (0.25, 1000)]);
         assert_eq!(store.marks().unwrap().get("a"), Some(&30));
+        let end = store.billed_end("a").unwrap().unwrap();
+        assert_eq!((end.ts_ms, end.lat), (30, 50.0), "an older end never replaces a newer one");
         assert!(store.knows("a").unwrap());
         assert!(!store.knows("b").unwrap());
     }

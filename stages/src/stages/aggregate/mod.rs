@@ -26,7 +26,7 @@ use crate::component::{
 use crate::event::{Batch, EventKind, Events, ObuId, Segment, Total};
 use crate::invoice::SharedBook;
 use crate::registry::{self, ComponentType, FieldError, Validate};
-use crate::store::{Durability, PeriodDelta, SqliteStore};
+use crate::store::{BilledEnd, Durability, PeriodDelta, SqliteStore};
 use period::PeriodClock;
 
 pub use book::{invoice_from, StoreBook};
@@ -139,6 +139,9 @@ struct Aggregate {
     max_group_segments: usize,
 }
 
+/// Where each OBU's newest segment of a group ends.
+type Moved = ahash::HashMap<ObuId, BilledEnd>;
+
 /// Sums of a group by OBU and period (named by its UTC start).
 type Sums = ahash::HashMap<(ObuId, i64), Sum>;
 
@@ -164,7 +167,7 @@ impl Stage for Aggregate {
             while let Some(first) = input.recv().await {
                 let mut acks = AckSet::default();
                 let mut sums = Sums::default();
-                let mut moved: ahash::HashMap<ObuId, i64> = ahash::HashMap::default();
+                let mut moved = Moved::default();
                 let mut next = Some(first);
                 let mut taken = 0;
                 while let Some(batch) = next.take() {
@@ -181,7 +184,7 @@ impl Stage for Aggregate {
                     cx.metrics.errors.add(1);
                 })?;
                 billed_mm.add(totals.1);
-                self.marks.extend(moved);
+                self.marks.extend(moved.into_iter().map(|(obu, end)| (obu, end.ts_ms)));
                 // The acknowledgements travel on with the totals: the events
                 // are persisted, and whoever reads the totals finishes them.
                 if output.send(Batch::new(Events::Totals(totals.0), acks)).await.is_err() {
@@ -199,7 +202,7 @@ impl Aggregate {
         &mut self,
         mut batch: Batch,
         sums: &mut Sums,
-        moved: &mut ahash::HashMap<ObuId, i64>,
+        moved: &mut Moved,
         acks: &mut AckSet,
     ) -> u64 {
         acks.extend(std::mem::take(&mut batch.acks));
@@ -208,13 +211,17 @@ impl Aggregate {
         };
         let mut duplicates = 0;
         for segment in segments {
-            let mark = moved.get(&segment.obu_id).or_else(|| self.marks.get(&segment.obu_id));
+            let mark = match moved.get(&segment.obu_id) {
+                Some(end) => Some(&end.ts_ms),
+                None => self.marks.get(&segment.obu_id),
+            };
             if mark.is_some_and(|&m| segment.to_ms <= m) {
                 duplicates += 1;
                 continue;
             }
             self.add(&segment, sums);
-            moved.insert(segment.obu_id, segment.to_ms);
+            let end = BilledEnd { ts_ms: segment.to_ms, lat: segment.to_lat, lon: segment.to_lon };
+            moved.insert(segment.obu_id, end);
         }
         duplicates
     }
@@ -236,7 +243,7 @@ impl Aggregate {
     async fn commit(
         &mut self,
         sums: Sums,
-        moved: &ahash::HashMap<ObuId, i64>,
+        moved: &Moved,
         acks: &AckSet,
     ) -> Result<(Vec<Total>, u64), ComponentError> {
         let deltas: Vec<PeriodDelta> = sums
@@ -252,14 +259,16 @@ impl Aggregate {
                 last_fix_ms: s.last_ms,
             })
             .collect();
-        let marks: Vec<(String, i64)> = moved.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let marks: Vec<(String, BilledEnd)> =
+            moved.iter().map(|(k, v)| (k.to_string(), *v)).collect();
         let deltas = Arc::new(deltas);
         let marks = Arc::new(marks);
         let mut attempt = 0;
         loop {
             let (store, d, m) = (self.store.clone(), deltas.clone(), marks.clone());
             let result = tokio::task::spawn_blocking(move || {
-                let marks: Vec<(&str, i64)> = m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
+                let marks: Vec<(&str, BilledEnd)> =
+                    m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
                 store.apply(&d, &marks)
             })
             .await

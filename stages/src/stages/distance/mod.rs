@@ -14,6 +14,7 @@ pub mod checks;
 pub mod reorder;
 pub mod track;
 
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use futures::future::BoxFuture;
@@ -26,6 +27,7 @@ use crate::component::{
 };
 use crate::event::{Batch, EventKind, Events, ObuId, Segment};
 use crate::registry::{self, ComponentType, FieldError, Validate};
+use crate::store::{BilledEnd, Durability, SqliteStore};
 use crate::telemetry::{ComponentMetrics, Counter};
 use acks::AckSlots;
 use checks::{Reason, Skew};
@@ -57,6 +59,11 @@ pub struct DistanceConfig {
     /// for it to drive on.
     #[serde(default = "default_idle_flush_s")]
     pub idle_flush_s: f64,
+    /// The aggregate's store (`sqlite://PATH`): an OBU seen for the first
+    /// time resumes from the end of its last billed segment there, so that
+    /// fixes delivered again after a restart are neither lost nor billed twice.
+    #[serde(default)]
+    pub store: Option<String>,
     /// The filters that judge a fix against the vehicle's path.
     #[serde(default)]
     pub filters: TrackParams,
@@ -93,6 +100,9 @@ impl Validate for DistanceConfig {
                 ));
             }
         }
+        if let Some(store) = &self.store {
+            crate::store::sqlite_path(store).map_err(|e| FieldError::at("store", e.to_string()))?;
+        }
         self.filters.validate().map_err(|mut e| {
             e.path.insert(0, "filters".to_owned());
             e
@@ -107,7 +117,16 @@ impl ComponentConfig for DistanceConfig {
 
     fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError> {
         let metrics = cx.telemetry.component(cx.name, Kind::Stage.as_str(), TYPE.name);
-        Ok(Component::Stage(Box::new(Distance::new(self, &metrics))))
+        let mut stage = Distance::new(self, &metrics);
+        if let Some(url) = &self.store {
+            let path =
+                crate::store::sqlite_path(url).map_err(|e| BuildError::with("bad store url", e))?;
+            let store = SqliteStore::open(&path, Durability::Normal).map_err(|e| {
+                BuildError::with(format!("cannot open store {}", path.display()), e)
+            })?;
+            stage.resume_from(Arc::new(store));
+        }
+        Ok(Component::Stage(Box::new(stage)))
     }
 }
 
@@ -133,6 +152,8 @@ pub struct Distance {
     idle: Schedule,
     slots: AckSlots,
     outcomes: Outcomes,
+    /// Where OBUs seen for the first time resume from.
+    resume: Option<Arc<SqliteStore>>,
 }
 
 /// What became of fixes: every fix the stage receives ends up in exactly one
@@ -190,7 +211,13 @@ impl Distance {
             idle: Schedule::default(),
             slots: AckSlots::default(),
             outcomes: Outcomes::register(metrics),
+            resume: None,
         }
+    }
+
+    /// Resumes OBUs from the ends of their billed segments in `store`.
+    pub fn resume_from(&mut self, store: Arc<SqliteStore>) {
+        self.resume = Some(store);
     }
 
     /// Takes a batch of fixes; adds to `out` whatever became decided.
@@ -275,11 +302,39 @@ impl Distance {
             return i;
         }
         let i = self.obus.len() as u32;
-        let track = Track::default();
-        let obu = Obu { id: id.clone(), buffer: Buffer::default(), track, last_tracked_ms: 0 };
+        let mut obu = Obu {
+            id: id.clone(),
+            buffer: Buffer::default(),
+            track: Track::default(),
+            last_tracked_ms: 0,
+        };
+        if let Some(end) = self.billed_end(id) {
+            // Never decided again, so it holds no acknowledgement slot.
+            let ctx = crate::event::EventContext::default();
+            let anchor = Pending { ts_ms: end.ts_ms, lat: end.lat, lon: end.lon, ctx, slot: 0 };
+            obu.buffer.resume_after(anchor);
+            obu.track.resume_at(anchor);
+        }
         self.obus.push(obu);
         self.index.insert(id.clone(), i);
         i
+    }
+}
+
+impl Distance {
+    /// One lookup per OBU and run, the first time the OBU is seen.
+    fn billed_end(&self, id: &ObuId) -> Option<BilledEnd> {
+        let store = self.resume.as_ref()?;
+        match store.billed_end(id) {
+            Ok(end) => end,
+            Err(error) => {
+                // Billing then starts afresh for this OBU: the segment across
+                // the restart is lost, but nothing is billed twice.
+                let error = crate::error_chain(&error);
+                tracing::warn!(obu_id = %id, %error, "cannot read where billing stopped");
+                None
+            }
+        }
     }
 }
 
@@ -296,8 +351,15 @@ fn decide(
     match decision {
         Decision::Segment { from_ms, metres } => {
             outcomes.billed.add(1);
-            let (to_ms, ctx) = (fix.ts_ms, fix.ctx);
-            out.segments.push(Segment { obu_id: obu.clone(), from_ms, to_ms, metres, ctx });
+            out.segments.push(Segment {
+                obu_id: obu.clone(),
+                from_ms,
+                to_ms: fix.ts_ms,
+                metres,
+                to_lat: fix.lat,
+                to_lon: fix.lon,
+                ctx: fix.ctx,
+            });
         }
         Decision::First => outcomes.first.add(1),
         Decision::Reject(reason) => outcomes.count(reason),

@@ -65,6 +65,11 @@ impl Buffer {
         Ok(())
     }
 
+    /// Treats `fix` as already measured: older fixes are refused from now on.
+    pub fn resume_after(&mut self, fix: Pending) {
+        self.last_out = Some(fix);
+    }
+
     /// Takes the oldest fix if it has waited long enough by the clock `now_ms`.
     pub fn pop_due(&mut self, now_ms: i64, window_ms: i64) -> Option<Pending> {
         let front = self.waiting.front()?;

@@ -223,6 +223,16 @@ impl Track {
         }
     }
 
+    /// Starts from a fix billed before (by an earlier run): billing resumes
+    /// from it. What the filter knew beyond the anchor (the parked cluster,
+    /// recent positions, the last chord for the curve correction) is not
+    /// kept across runs, so the first fixes after a restart can be judged
+    /// slightly differently than an uninterrupted run would have.
+    pub fn resume_at(&mut self, fix: Pending) {
+        self.restart_at(fix);
+        self.recent.push((fix.lat, fix.lon));
+    }
+
     /// Fixes waiting for a decision.
     pub fn held(&self) -> usize {
         self.queue.len() + self.bad_run.len()
