@@ -42,7 +42,7 @@ pub struct Running {
 
 /// A component could not be built; nothing was started.
 #[derive(Debug, thiserror::Error)]
-#[error("cannot start `{component}`: {error}")]
+#[error("cannot start `{component}`")]
 pub struct StartError {
     pub component: String,
     #[source]

@@ -149,6 +149,8 @@ fn declaration(
         (Kind::Source, Some(_)) => {
             return Err(fail(&["inputs"], "a source takes no `inputs`".to_owned()));
         }
+        // A queue without inputs here is fed by another process.
+        (Kind::Queue, None) => Vec::new(),
         (_, None) => {
             return Err(fail(&[], format!("{} `{name}` needs `inputs`", kind.as_str())));
         }

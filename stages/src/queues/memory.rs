@@ -60,7 +60,14 @@ impl ComponentConfig for MemoryQueueConfig {
         Signature::pass_through()
     }
 
-    fn build(&self, _cx: &mut BuildContext) -> Result<Component, BuildError> {
+    fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError> {
+        if cx.inputs.is_empty() {
+            return Err(BuildError::new(format!(
+                "memory queue `{}` has no inputs; only a queue shared between processes \
+                 (kafka) can be fed from elsewhere",
+                cx.name
+            )));
+        }
         Ok(Component::Queue(Box::new(MemoryQueue { max_batch_events: self.max_batch_events })))
     }
 
