@@ -73,7 +73,20 @@ pub struct Segment {
     /// resumes from here after a restart.
     pub to_lat: f64,
     pub to_lon: f64,
+    /// The straight line the segment was measured on, which the next
+    /// segment's curve correction needs.
+    pub chord: Chord,
     pub ctx: EventContext,
+}
+
+/// A straight line between two accepted fixes, as the distance filter keeps it.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Chord {
+    pub metres: f64,
+    /// Bearing from north, degrees.
+    pub bearing_deg: f64,
+    /// Turn from the chord before it, when that one is known.
+    pub turn_in_deg: Option<f64>,
 }
 
 /// Distance and amount that one commit added to an OBU's total for a billing

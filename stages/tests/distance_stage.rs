@@ -182,7 +182,7 @@ fn an_obu_resumes_from_its_last_billed_fix_so_redelivered_fixes_bill_once() {
     let store = SqliteStore::open(&dir.path().join("toll.db"), Durability::Normal).unwrap();
     // An earlier run billed the car up to its fix at 20 s.
     let lat_at = |s: i64| LAT + 15.0 * s as f64 / M_PER_DEG_LAT;
-    let end = BilledEnd { ts_ms: 20_000, lat: lat_at(20), lon: LON };
+    let end = BilledEnd { ts_ms: 20_000, lat: lat_at(20), lon: LON, chord: None };
     store.apply(&[], &[("car", end)]).unwrap();
 
     let mut harness = Harness::new("");
@@ -198,4 +198,40 @@ fn an_obu_resumes_from_its_last_billed_fix_so_redelivered_fixes_bill_once() {
     assert!((billed - 300.0).abs() < 1.0, "billed {billed:.2} m for the 20 s after the restart");
     assert_eq!(harness.rejected("too_late"), 20);
     assert_eq!(harness.rejected("duplicate"), 1);
+}
+
+#[test]
+fn a_restart_mid_curve_bills_what_an_uninterrupted_run_bills() {
+    // A car on a circle of 300 m radius at 15 m/s, one fix a second: the
+    // curve correction is at work on every segment.
+    let on_circle = |s: i64| {
+        let angle = 15.0 * s as f64 / 300.0;
+        let (north, east) = (300.0 * angle.sin(), 300.0 * (1.0 - angle.cos()));
+        fix("car", 1_000 * s, LAT + north / M_PER_DEG_LAT, LON + east / m_per_deg_lon())
+    };
+    let all: Vec<Fix> = (0..=80).map(on_circle).collect();
+    let mut uninterrupted = Harness::new("reorder_window_s = 0");
+    uninterrupted.send(all.clone(), AckSet::default());
+    uninterrupted.finish();
+
+    // The first run dies after 40 fixes: what it emitted was persisted, the
+    // rest of its state is lost.
+    let dir = tempfile::tempdir().unwrap();
+    let store = SqliteStore::open(&dir.path().join("toll.db"), Durability::Normal).unwrap();
+    let mut first = Harness::new("reorder_window_s = 0");
+    first.send(all[..40].to_vec(), AckSet::default());
+    let last = first.out.segments.last().expect("the first run billed").clone();
+    let chord = Some(last.chord);
+    let end = BilledEnd { ts_ms: last.to_ms, lat: last.to_lat, lon: last.to_lon, chord };
+    store.apply(&[], &[("car", end)]).unwrap();
+
+    // The restart gets everything again.
+    let mut second = Harness::new("reorder_window_s = 0");
+    second.stage.resume_from(std::sync::Arc::new(store));
+    second.send(all, AckSet::default());
+    second.finish();
+
+    let resumed = first.billed_m() + second.billed_m();
+    let expected = uninterrupted.billed_m();
+    assert!((resumed - expected).abs() < 1e-6, "resumed {resumed} m, uninterrupted {expected} m");
 }

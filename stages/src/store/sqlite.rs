@@ -7,6 +7,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Durability, StoreError};
+use crate::event::Chord;
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS totals (
@@ -24,7 +25,10 @@ CREATE TABLE IF NOT EXISTS obu_marks (
     obu_id TEXT PRIMARY KEY NOT NULL,
     last_to_ms INTEGER NOT NULL,
     last_lat REAL NOT NULL,
-    last_lon REAL NOT NULL
+    last_lon REAL NOT NULL,
+    chord_m REAL,
+    chord_bearing_deg REAL,
+    chord_turn_in_deg REAL
 );
 ";
 
@@ -47,6 +51,8 @@ pub struct BilledEnd {
     pub ts_ms: i64,
     pub lat: f64,
     pub lon: f64,
+    /// The chord the segment was measured on.
+    pub chord: Option<Chord>,
 }
 
 /// One row of totals as stored.
@@ -152,15 +158,27 @@ impl SqliteStore {
             }
             let mut mark = tx
                 .prepare_cached(
-                    "INSERT INTO obu_marks (obu_id, last_to_ms, last_lat, last_lon) \
-                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT (obu_id) DO UPDATE \
-                     SET last_to_ms = excluded.last_to_ms, last_lat = excluded.last_lat, \
-                     last_lon = excluded.last_lon WHERE excluded.last_to_ms > last_to_ms",
+                    "INSERT INTO obu_marks (obu_id, last_to_ms, last_lat, last_lon, chord_m, \
+                     chord_bearing_deg, chord_turn_in_deg) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     ON CONFLICT (obu_id) DO UPDATE SET last_to_ms = excluded.last_to_ms, \
+                     last_lat = excluded.last_lat, last_lon = excluded.last_lon, \
+                     chord_m = excluded.chord_m, chord_bearing_deg = excluded.chord_bearing_deg, \
+                     chord_turn_in_deg = excluded.chord_turn_in_deg \
+                     WHERE excluded.last_to_ms > last_to_ms",
                 )
                 .map_err(|e| sqlite(&self.path, e))?;
             for (obu_id, end) in marks {
-                mark.execute(params![obu_id, end.ts_ms, end.lat, end.lon])
-                    .map_err(|e| sqlite(&self.path, e))?;
+                let chord = end.chord;
+                mark.execute(params![
+                    obu_id,
+                    end.ts_ms,
+                    end.lat,
+                    end.lon,
+                    chord.map(|c| c.metres),
+                    chord.map(|c| c.bearing_deg),
+                    chord.and_then(|c| c.turn_in_deg)
+                ])
+                .map_err(|e| sqlite(&self.path, e))?;
             }
         }
         tx.commit().map_err(|e| sqlite(&self.path, e))
@@ -194,9 +212,18 @@ impl SqliteStore {
     pub fn billed_end(&self, obu_id: &str) -> Result<Option<BilledEnd>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         conn.query_row(
-            "SELECT last_to_ms, last_lat, last_lon FROM obu_marks WHERE obu_id = ?1",
+            "SELECT last_to_ms, last_lat, last_lon, chord_m, chord_bearing_deg, \
+             chord_turn_in_deg FROM obu_marks WHERE obu_id = ?1",
             params![obu_id],
-            |row| Ok(BilledEnd { ts_ms: row.get(0)?, lat: row.get(1)?, lon: row.get(2)? }),
+            |row| {
+                let chord = match (row.get::<_, Option<f64>>(3)?, row.get::<_, Option<f64>>(4)?) {
+                    (Some(metres), Some(bearing_deg)) => {
+                        Some(Chord { metres, bearing_deg, turn_in_deg: row.get(5)? })
+                    }
+                    _ => None,
+                };
+                Ok(BilledEnd { ts_ms: row.get(0)?, lat: row.get(1)?, lon: row.get(2)?, chord })
+            },
         )
         .optional()
         .map_err(|e| sqlite(&self.path, e))
@@ -245,12 +272,14 @@ mod tests {
         let path = dir.path().join("nested/toll.db");
         {
             let store = SqliteStore::open(&path, Durability::Normal).unwrap();
-            let end = |ts_ms| BilledEnd { ts_ms, lat: 50.0, lon: 11.0 };
+            let chord = Chord { metres: 12.5, bearing_deg: 90.0, turn_in_deg: Some(-3.0) };
+            let end = |ts_ms| BilledEnd { ts_ms, lat: 50.0, lon: 11.0, chord: Some(chord) };
             store
                 .apply(&[delta("a", 1500, 0.19), delta("a", 500, 0.19)], &[("a", end(20))])
                 .unwrap();
             store.apply(&[delta("a", 1000, 0.25)], &[("a", end(30))]).unwrap();
-            store.apply(&[], &[("a", BilledEnd { ts_ms: 25, lat: 0.0, lon: 0.0 })]).unwrap();
+            let older = BilledEnd { ts_ms: 25, lat: 0.0, lon: 0.0, chord: None };
+            store.apply(&[], &[("a", older)]).unwrap();
         }
         let store = SqliteStore::open(&path, Durability::Normal).unwrap();
         let rows = store.totals("a", "2024-05").unwrap();
@@ -259,6 +288,7 @@ mod tests {
         assert_eq!(store.marks().unwrap().get("a"), Some(&30));
         let end = store.billed_end("a").unwrap().unwrap();
         assert_eq!((end.ts_ms, end.lat), (30, 50.0), "an older end never replaces a newer one");
+        assert_eq!(end.chord.and_then(|c| c.turn_in_deg), Some(-3.0));
         assert!(store.knows("a").unwrap());
         assert!(!store.knows("b").unwrap());
     }

@@ -220,7 +220,12 @@ impl Aggregate {
                 continue;
             }
             self.add(&segment, sums);
-            let end = BilledEnd { ts_ms: segment.to_ms, lat: segment.to_lat, lon: segment.to_lon };
+            let end = BilledEnd {
+                ts_ms: segment.to_ms,
+                lat: segment.to_lat,
+                lon: segment.to_lon,
+                chord: Some(segment.chord),
+            };
             moved.insert(segment.obu_id, end);
         }
         duplicates

@@ -313,7 +313,7 @@ impl Distance {
             let ctx = crate::event::EventContext::default();
             let anchor = Pending { ts_ms: end.ts_ms, lat: end.lat, lon: end.lon, ctx, slot: 0 };
             obu.buffer.resume_after(anchor);
-            obu.track.resume_at(anchor);
+            obu.track.resume_at(anchor, end.chord);
         }
         self.obus.push(obu);
         self.index.insert(id.clone(), i);
@@ -349,7 +349,7 @@ fn decide(
     outcomes: &Outcomes,
 ) {
     match decision {
-        Decision::Segment { from_ms, metres } => {
+        Decision::Segment { from_ms, metres, chord } => {
             outcomes.billed.add(1);
             out.segments.push(Segment {
                 obu_id: obu.clone(),
@@ -358,6 +358,7 @@ fn decide(
                 metres,
                 to_lat: fix.lat,
                 to_lon: fix.lon,
+                chord,
                 ctx: fix.ctx,
             });
         }

@@ -29,6 +29,7 @@ use smallvec::SmallVec;
 
 use super::checks::Reason;
 use super::reorder::Pending;
+use crate::event::Chord;
 use crate::geo;
 use crate::registry::FieldError;
 
@@ -116,10 +117,12 @@ impl TrackParams {
 /// What the filter decided about one fix.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Decision {
-    /// Billed: distance from the anchor (fix time `from_ms`) to this fix.
+    /// Billed: distance from the anchor (fix time `from_ms`) to this fix,
+    /// measured on `chord` (plus the previous chord's curve correction).
     Segment {
         from_ms: i64,
         metres: f64,
+        chord: Chord,
     },
     /// Taken as the start of billing, with no distance (the first fix, or
     /// the fix billing restarts from after a bad anchor).
@@ -157,15 +160,6 @@ impl Cluster {
     fn distance_m(&self, fix: &Pending) -> f64 {
         self.centre.distance_m(fix.lat, fix.lon)
     }
-}
-
-/// The last billed chord, kept for the curve correction.
-#[derive(Clone, Copy, Debug)]
-struct Chord {
-    metres: f64,
-    bearing_deg: f64,
-    /// Turn from the chord before it, when that one is known.
-    turn_in_deg: Option<f64>,
 }
 
 type Fixes = SmallVec<[Pending; 4]>;
@@ -223,13 +217,15 @@ impl Track {
         }
     }
 
-    /// Starts from a fix billed before (by an earlier run): billing resumes
-    /// from it. What the filter knew beyond the anchor (the parked cluster,
-    /// recent positions, the last chord for the curve correction) is not
-    /// kept across runs, so the first fixes after a restart can be judged
-    /// slightly differently than an uninterrupted run would have.
-    pub fn resume_at(&mut self, fix: Pending) {
+    /// Starts from a fix billed before (by an earlier run), with the chord
+    /// that ended there: billing and the curve correction resume from it.
+    /// The parked cluster and the recent positions before the anchor are not
+    /// kept across runs, so a fix right after a restart that repeats an older
+    /// position, or jitters around a parked vehicle, can be judged differently
+    /// than an uninterrupted run would have.
+    pub fn resume_at(&mut self, fix: Pending, chord: Option<Chord>) {
         self.restart_at(fix);
+        self.chord = chord;
         self.recent.push((fix.lat, fix.lon));
     }
 
@@ -265,9 +261,9 @@ impl Track {
                 return decide(b, Decision::Reject(Reason::UnconfirmedMove));
             }
         }
-        let metres = d_ab + self.curve_correction(&a, &b, d_ab, p);
+        let (correction, chord) = self.curve_correction(&a, &b, d_ab, p);
         self.restart_at(b);
-        decide(b, Decision::Segment { from_ms: a.ts_ms, metres });
+        decide(b, Decision::Segment { from_ms: a.ts_ms, metres: d_ab + correction, chord });
     }
 
     /// A fix too far from the anchor: refused, unless enough of them agree.
@@ -307,16 +303,24 @@ impl Track {
         self.cluster = Cluster::at(&fix);
     }
 
-    /// Extra length of the previous chord, known now that the turn at its end is.
-    fn curve_correction(&mut self, a: &Pending, b: &Pending, d_ab: f64, p: &TrackParams) -> f64 {
+    /// Extra length of the previous chord, known now that the turn at its end
+    /// is, and the new chord from `a` to `b`.
+    fn curve_correction(
+        &mut self,
+        a: &Pending,
+        b: &Pending,
+        d_ab: f64,
+        p: &TrackParams,
+    ) -> (f64, Chord) {
         let bearing_deg = bearing_deg(a, b);
         let previous = self.chord.take();
         let turn_in_deg = previous.map(|c| wrap_deg(bearing_deg - c.bearing_deg));
-        self.chord = Some(Chord { metres: d_ab, bearing_deg, turn_in_deg });
+        let chord = Chord { metres: d_ab, bearing_deg, turn_in_deg };
+        self.chord = Some(chord);
         let (Some(prev), Some(turn_out)) = (previous, turn_in_deg) else {
-            return 0.0;
+            return (0.0, chord);
         };
-        match prev.turn_in_deg {
+        let correction = match prev.turn_in_deg {
             Some(turn_in) if p.curve_max_deg > 0.0 && turn_in * turn_out > 0.0 => {
                 let turn = ((turn_in + turn_out).abs() / 2.0).min(p.curve_max_deg);
                 let half = turn.to_radians() / 2.0;
@@ -327,7 +331,8 @@ impl Track {
                 }
             }
             _ => 0.0,
-        }
+        };
+        (correction, chord)
     }
 }
 
