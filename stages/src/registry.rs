@@ -73,6 +73,7 @@ pub fn component_types() -> &'static [ComponentType] {
         sources::obu_sim::TYPE,
         sources::websocket::TYPE,
         queues::memory::TYPE,
+        queues::kafka::TYPE,
         stages::distance::TYPE,
         stages::aggregate::TYPE,
         sinks::gateway::TYPE,
