@@ -1,2 +1,3 @@
 //! Queues: carry events between components, in this process or across processes.
+pub mod kafka;
 pub mod memory;
