@@ -227,6 +227,18 @@ impl Input {
     }
 }
 
+/// A component that stops before its input is drained (it failed, or was
+/// aborted) did not handle what is still queued for it: those batches are
+/// failed, so their sources do not advance past them.
+impl Drop for Input {
+    fn drop(&mut self) {
+        self.rx.close();
+        while let Ok(batch) = self.rx.try_recv() {
+            batch.acks.fail();
+        }
+    }
+}
+
 /// Sends a component's batches to every component that takes it as input.
 #[derive(Clone)]
 pub struct Output {
@@ -287,16 +299,22 @@ pub struct BuildContext<'a> {
 /// Objects that one component publishes for others, keyed by the publisher's
 /// name: for example the invoice book an aggregate offers the gateway that
 /// takes it as input.
-#[derive(Default)]
-pub struct Resources(HashMap<String, Arc<dyn Any + Send + Sync>>);
+///
+/// Clones share one table: a component may keep a clone from its build and
+/// look up, once it runs, what components built after it published (the
+/// runner builds every component before it runs any).
+#[derive(Clone, Default)]
+pub struct Resources(Arc<std::sync::RwLock<HashMap<String, Arc<dyn Any + Send + Sync>>>>);
 
 impl Resources {
     pub fn publish<T: Any + Send + Sync>(&mut self, owner: &str, value: Arc<T>) {
-        self.0.insert(owner.to_owned(), value);
+        let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
+        table.insert(owner.to_owned(), value);
     }
 
     pub fn get<T: Any + Send + Sync>(&self, owner: &str) -> Option<Arc<T>> {
-        self.0.get(owner).cloned().and_then(|v| v.downcast::<T>().ok())
+        let table = self.0.read().unwrap_or_else(|e| e.into_inner());
+        table.get(owner).cloned().and_then(|v| v.downcast::<T>().ok())
     }
 }
 

@@ -11,6 +11,7 @@ pub mod ack;
 pub mod component;
 pub mod event;
 pub mod geo;
+pub mod grpc;
 pub mod invoice;
 pub mod registry;
 pub mod store;

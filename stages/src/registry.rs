@@ -72,12 +72,15 @@ pub fn component_types() -> &'static [ComponentType] {
     &[
         sources::obu_sim::TYPE,
         sources::websocket::TYPE,
+        sources::grpc::TYPE,
+        sources::grpc_invoices::TYPE,
         queues::memory::TYPE,
         queues::kafka::TYPE,
         stages::distance::TYPE,
         stages::aggregate::TYPE,
         sinks::gateway::TYPE,
         sinks::console::TYPE,
+        sinks::grpc::TYPE,
     ]
 }
 

@@ -145,6 +145,15 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn batches_left_in_an_input_that_is_dropped_are_failed() {
+        let (tx, rx) = mpsc::channel(4);
+        let (ack, mut status) = Ack::channel();
+        tx.send(Batch::new(Events::Fixes(vec![fix("a", 1)]), AckSet::one(ack))).await.unwrap();
+        drop(Input::new(rx, None));
+        assert_eq!(status.try_recv().unwrap(), AckStatus::Failed);
+    }
+
+    #[tokio::test]
     async fn waiting_batches_are_merged_and_acks_released_downstream() {
         let (in_tx, in_rx) = mpsc::channel(8);
         let (out_tx, mut out_rx) = mpsc::channel(8);

@@ -59,6 +59,16 @@ impl AckSlots {
     }
 }
 
+/// Batches with fixes still undecided when the stage goes away (it was
+/// aborted) were not handled: their sources must not advance past them.
+impl Drop for AckSlots {
+    fn drop(&mut self) {
+        for slot in self.slots.iter().filter(|s| s.pending > 0) {
+            slot.acks.fail();
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -79,5 +89,15 @@ mod tests {
         assert_eq!(rx.try_recv().unwrap(), AckStatus::Delivered);
         assert_eq!(slots.open_count(), 0);
         assert_eq!(slots.open(AckSet::default()), slot, "freed slots are reused");
+    }
+
+    #[test]
+    fn acks_of_fixes_still_held_fail_when_the_stage_goes_away() {
+        let mut slots = AckSlots::default();
+        let (ack, mut rx) = Ack::channel();
+        let slot = slots.open(AckSet::one(ack));
+        slots.hold(slot);
+        drop(slots);
+        assert_eq!(rx.try_recv().unwrap(), AckStatus::Failed);
     }
 }
