@@ -81,6 +81,7 @@ pub fn component_types() -> &'static [ComponentType] {
         sinks::gateway::TYPE,
         sinks::console::TYPE,
         sinks::grpc::TYPE,
+        sinks::websocket::TYPE,
     ]
 }
 

@@ -3,3 +3,4 @@
 pub mod console;
 pub mod gateway;
 pub mod grpc;
+pub mod websocket;
