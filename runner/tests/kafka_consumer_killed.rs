@@ -21,9 +21,6 @@ const DURATION_S: u64 = 900;
 const SPEEDUP: f64 = 36.0;
 const KILLS: usize = 5;
 const PARTITIONS: i32 = 6;
-/// How far (mm) an OBU's invoice may be off after the kills: 20 m a kill,
-/// see the comment on the final assertion.
-const RESUME_TOLERANCE_MM: i64 = 20_000 * KILLS as i64;
 
 /// A topic whose consumer comes back at once after a restart: static group
 /// membership hands the restarted process its predecessor's partitions
@@ -96,10 +93,7 @@ fn a_consumer_killed_five_times_mid_stream_bills_what_an_uninterrupted_one_bills
     );
     assert!(streamed >= 1, "at least one kill happens while fixes stream in");
     assert!(expected.len() >= TRUCKS, "every truck is billed");
-    // Weakened on purpose: exact equality is expected of every OBU the kills
-    // did not catch parked or jittering; the others may differ by a few metres
-    // because `Track::resume_at` (stages/src/stages/distance/track.rs) does not
-    // keep the parked cluster and recent positions across runs. Once it does,
-    // replace this bound by `assert!(diffs.is_empty())`.
-    kafka_common::assert_close(&expected, &killed, RESUME_TOLERANCE_MM);
+    // Every fix decided before a kill was persisted with the filter's state
+    // (or is delivered again), so the resumed runs decide exactly as one run.
+    kafka_common::assert_same_totals(&expected, &killed);
 }

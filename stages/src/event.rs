@@ -74,13 +74,33 @@ pub struct Segment {
     pub to_lat: f64,
     pub to_lon: f64,
     /// The straight line the segment was measured on, which the next
-    /// segment's curve correction needs.
-    pub chord: Chord,
+    /// segment's curve correction needs (none for a checkpoint taken before
+    /// the OBU's first segment).
+    pub chord: Option<Chord>,
+    /// A checkpoint bills nothing: it only records how far the distance
+    /// filter got (fixes it refused, or an OBU's first fix), so that those
+    /// fixes are not handed out again after a restart.
+    pub checkpoint: bool,
+    /// What the distance filter knew after this segment, for resuming.
+    pub state: TrackState,
     pub ctx: EventContext,
 }
 
+/// The distance filter's knowledge of one OBU that must survive a restart
+/// for the OBU to be judged exactly as without one.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, serde::Deserialize)]
+pub struct TrackState {
+    /// The fix billing continues from: time, latitude, longitude.
+    pub anchor: (Millis, f64, f64),
+    /// Positions seen around the anchor while standing: count and sums of
+    /// latitude and longitude.
+    pub cluster: (f64, f64, f64),
+    /// The last few positions decided, oldest first.
+    pub recent: smallvec::SmallVec<[(f64, f64); 4]>,
+}
+
 /// A straight line between two accepted fixes, as the distance filter keeps it.
-#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Chord {
     pub metres: f64,
     /// Bearing from north, degrees.

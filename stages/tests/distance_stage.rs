@@ -5,6 +5,7 @@ use rand::{RngExt, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rand_distr::{Distribution, Normal};
 use stages::ack::{Ack, AckSet, AckStatus};
+use stages::event::TrackState;
 use stages::event::{Batch, EventContext, Events, Fix};
 use stages::stages::distance::{Decided, Distance, DistanceConfig};
 use stages::store::{BilledEnd, Durability, SqliteStore};
@@ -182,7 +183,12 @@ fn an_obu_resumes_from_its_last_billed_fix_so_redelivered_fixes_bill_once() {
     let store = SqliteStore::open(&dir.path().join("toll.db"), Durability::Normal).unwrap();
     // An earlier run billed the car up to its fix at 20 s.
     let lat_at = |s: i64| LAT + 15.0 * s as f64 / M_PER_DEG_LAT;
-    let end = BilledEnd { ts_ms: 20_000, lat: lat_at(20), lon: LON, chord: None };
+    let state = TrackState {
+        anchor: (20_000, lat_at(20), LON),
+        cluster: (1.0, lat_at(20), LON),
+        recent: [(lat_at(20), LON)].into_iter().collect(),
+    };
+    let end = BilledEnd { ts_ms: 20_000, lat: lat_at(20), lon: LON, chord: None, state };
     store.apply(&[], &[("car", end)]).unwrap();
 
     let mut harness = Harness::new("");
@@ -200,38 +206,63 @@ fn an_obu_resumes_from_its_last_billed_fix_so_redelivered_fixes_bill_once() {
     assert_eq!(harness.rejected("duplicate"), 1);
 }
 
+/// What the store keeps of the last segment (or checkpoint) a run emitted.
+fn persisted_end(segments: &[stages::event::Segment]) -> Option<BilledEnd> {
+    let last = segments.last()?;
+    Some(BilledEnd {
+        ts_ms: last.to_ms,
+        lat: last.to_lat,
+        lon: last.to_lon,
+        chord: last.chord,
+        state: last.state.clone(),
+    })
+}
+
 #[test]
-fn a_restart_mid_curve_bills_what_an_uninterrupted_run_bills() {
-    // A car on a circle of 300 m radius at 15 m/s, one fix a second: the
-    // curve correction is at work on every segment.
-    let on_circle = |s: i64| {
-        let angle = 15.0 * s as f64 / 300.0;
-        let (north, east) = (300.0 * angle.sin(), 300.0 * (1.0 - angle.cos()));
-        fix("car", 1_000 * s, LAT + north / M_PER_DEG_LAT, LON + east / m_per_deg_lon())
-    };
-    let all: Vec<Fix> = (0..=80).map(on_circle).collect();
-    let mut uninterrupted = Harness::new("reorder_window_s = 0");
+fn a_restart_anywhere_bills_exactly_what_an_uninterrupted_run_bills() {
+    // A car that stands for a minute with GPS jitter (the parked cluster is
+    // at work), then drives a circle of 300 m radius at 15 m/s (the curve
+    // correction is at work), one fix a second.
+    let mut rng = ChaCha8Rng::seed_from_u64(11);
+    let noise = Normal::new(0.0, 5.0).unwrap();
+    let all: Vec<Fix> = (0..=140)
+        .map(|s: i64| {
+            let angle = 15.0 * (s - 60).max(0) as f64 / 300.0;
+            let (mut north, mut east) = (300.0 * angle.sin(), 300.0 * (1.0 - angle.cos()));
+            if s < 60 {
+                north += noise.sample(&mut rng);
+                east += noise.sample(&mut rng);
+            }
+            fix("car", 1_000 * s, LAT + north / M_PER_DEG_LAT, LON + east / m_per_deg_lon())
+        })
+        .collect();
+    let config = "reorder_window_s = 0";
+    let mut uninterrupted = Harness::new(config);
     uninterrupted.send(all.clone(), AckSet::default());
     uninterrupted.finish();
-
-    // The first run dies after 40 fixes: what it emitted was persisted, the
-    // rest of its state is lost.
-    let dir = tempfile::tempdir().unwrap();
-    let store = SqliteStore::open(&dir.path().join("toll.db"), Durability::Normal).unwrap();
-    let mut first = Harness::new("reorder_window_s = 0");
-    first.send(all[..40].to_vec(), AckSet::default());
-    let last = first.out.segments.last().expect("the first run billed").clone();
-    let chord = Some(last.chord);
-    let end = BilledEnd { ts_ms: last.to_ms, lat: last.to_lat, lon: last.to_lon, chord };
-    store.apply(&[], &[("car", end)]).unwrap();
-
-    // The restart gets everything again.
-    let mut second = Harness::new("reorder_window_s = 0");
-    second.stage.resume_from(std::sync::Arc::new(store));
-    second.send(all, AckSet::default());
-    second.finish();
-
-    let resumed = first.billed_m() + second.billed_m();
     let expected = uninterrupted.billed_m();
-    assert!((resumed - expected).abs() < 1e-6, "resumed {resumed} m, uninterrupted {expected} m");
+
+    for killed_after in 2..140 {
+        // The first run dies: what it emitted was persisted, its state is lost.
+        let mut first = Harness::new(config);
+        first.send(all[..killed_after].to_vec(), AckSet::default());
+        let Some(end) = persisted_end(&first.out.segments) else {
+            continue;
+        };
+        let dir = tempfile::tempdir().unwrap();
+        let store = SqliteStore::open(&dir.path().join("toll.db"), Durability::Normal).unwrap();
+        store.apply(&[], &[("car", end)]).unwrap();
+
+        // The restart gets everything again; what was decided is refused.
+        let mut second = Harness::new(config);
+        second.stage.resume_from(std::sync::Arc::new(store));
+        second.send(all.clone(), AckSet::default());
+        second.finish();
+
+        let resumed = first.billed_m() + second.billed_m();
+        assert!(
+            (resumed - expected).abs() < 1e-6,
+            "killed after {killed_after} fixes: {resumed} m, uninterrupted {expected} m"
+        );
+    }
 }

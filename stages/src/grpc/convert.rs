@@ -1,6 +1,6 @@
 //! Pipeline events to and from their `toll.v1` wire form.
 
-use crate::event::{valid_obu_id, Chord, EventContext, ObuId, Segment, TraceContext};
+use crate::event::{valid_obu_id, Chord, EventContext, ObuId, Segment, TraceContext, TrackState};
 use crate::invoice::Invoice;
 
 use super::proto;
@@ -10,8 +10,8 @@ use super::proto;
 pub enum SegmentError {
     #[error("segment has an invalid obu_id: {}", crate::event::OBU_ID_RULE)]
     ObuId,
-    #[error("segment of obu {0} has no chord")]
-    MissingChord(String),
+    #[error("segment of obu {0} has no track state")]
+    MissingState(String),
     #[error("segment of obu {obu_id} has a {field} that is not a finite number")]
     NotFinite { obu_id: String, field: &'static str },
     #[error("segment of obu {0} has negative metres")]
@@ -20,6 +20,9 @@ pub enum SegmentError {
 
 /// The wire form of a segment.
 pub fn segment_to_proto(segment: &Segment) -> proto::Segment {
+    let state = &segment.state;
+    let (anchor_ms, anchor_lat, anchor_lon) = state.anchor;
+    let (cluster_n, cluster_lat_sum, cluster_lon_sum) = state.cluster;
     proto::Segment {
         obu_id: segment.obu_id.to_string(),
         from_ms: segment.from_ms,
@@ -27,13 +30,23 @@ pub fn segment_to_proto(segment: &Segment) -> proto::Segment {
         metres: segment.metres,
         to_lat: segment.to_lat,
         to_lon: segment.to_lon,
-        chord: Some(proto::Chord {
-            metres: segment.chord.metres,
-            bearing_deg: segment.chord.bearing_deg,
-            turn_in_deg: segment.chord.turn_in_deg,
+        chord: segment.chord.map(|c| proto::Chord {
+            metres: c.metres,
+            bearing_deg: c.bearing_deg,
+            turn_in_deg: c.turn_in_deg,
         }),
         received_ms: segment.ctx.received_ms,
         traceparent: segment.ctx.trace.map(|t| traceparent(&t)).unwrap_or_default(),
+        checkpoint: segment.checkpoint,
+        state: Some(proto::TrackState {
+            anchor_ms,
+            anchor_lat,
+            anchor_lon,
+            cluster_n,
+            cluster_lat_sum,
+            cluster_lon_sum,
+            recent: state.recent.iter().map(|&(lat, lon)| proto::Position { lat, lon }).collect(),
+        }),
     }
 }
 
@@ -44,9 +57,10 @@ pub fn segment_from_proto(wire: proto::Segment) -> Result<Segment, SegmentError>
     if !valid_obu_id(&wire.obu_id) {
         return Err(SegmentError::ObuId);
     }
-    let Some(chord) = wire.chord else {
-        return Err(SegmentError::MissingChord(wire.obu_id));
+    let Some(state) = wire.state else {
+        return Err(SegmentError::MissingState(wire.obu_id));
     };
+    let chord = wire.chord.unwrap_or_default();
     let numbers = [
         ("metres", wire.metres),
         ("to_lat", wire.to_lat),
@@ -54,9 +68,18 @@ pub fn segment_from_proto(wire: proto::Segment) -> Result<Segment, SegmentError>
         ("chord.metres", chord.metres),
         ("chord.bearing_deg", chord.bearing_deg),
         ("chord.turn_in_deg", chord.turn_in_deg.unwrap_or(0.0)),
+        ("state.anchor_lat", state.anchor_lat),
+        ("state.anchor_lon", state.anchor_lon),
+        ("state.cluster_n", state.cluster_n),
+        ("state.cluster_lat_sum", state.cluster_lat_sum),
+        ("state.cluster_lon_sum", state.cluster_lon_sum),
     ];
+    let recent_finite = state.recent.iter().all(|p| p.lat.is_finite() && p.lon.is_finite());
     if let Some((field, _)) = numbers.iter().find(|(_, v)| !v.is_finite()) {
         return Err(SegmentError::NotFinite { obu_id: wire.obu_id, field });
+    }
+    if !recent_finite {
+        return Err(SegmentError::NotFinite { obu_id: wire.obu_id, field: "state.recent" });
     }
     if wire.metres < 0.0 {
         return Err(SegmentError::NegativeMetres(wire.obu_id));
@@ -69,10 +92,16 @@ pub fn segment_from_proto(wire: proto::Segment) -> Result<Segment, SegmentError>
         metres: wire.metres,
         to_lat: wire.to_lat,
         to_lon: wire.to_lon,
-        chord: Chord {
-            metres: chord.metres,
-            bearing_deg: chord.bearing_deg,
-            turn_in_deg: chord.turn_in_deg,
+        chord: wire.chord.map(|c| Chord {
+            metres: c.metres,
+            bearing_deg: c.bearing_deg,
+            turn_in_deg: c.turn_in_deg,
+        }),
+        checkpoint: wire.checkpoint,
+        state: TrackState {
+            anchor: (state.anchor_ms, state.anchor_lat, state.anchor_lon),
+            cluster: (state.cluster_n, state.cluster_lat_sum, state.cluster_lon_sum),
+            recent: state.recent.iter().map(|p| (p.lat, p.lon)).collect(),
         },
         ctx: EventContext {
             received_ms: wire.received_ms,
@@ -156,7 +185,13 @@ mod tests {
             metres: 12.5,
             to_lat: 50.3,
             to_lon: 11.9,
-            chord: Chord { metres: 12.4, bearing_deg: 271.0, turn_in_deg: Some(-3.5) },
+            chord: Some(Chord { metres: 12.4, bearing_deg: 271.0, turn_in_deg: Some(-3.5) }),
+            checkpoint: true,
+            state: TrackState {
+                anchor: (1_714_000_001_000, 50.3, 11.9),
+                cluster: (2.0, 100.6, 23.8),
+                recent: [(50.29, 11.91), (50.3, 11.9)].into_iter().collect(),
+            },
             ctx: EventContext { received_ms: 1_714_000_002_000, trace },
         }
     }
@@ -193,10 +228,18 @@ mod tests {
     }
 
     #[test]
-    fn segment_without_chord_or_with_bad_values_is_refused() {
+    fn segment_without_state_or_with_bad_values_is_refused() {
+        let mut wire = segment_to_proto(&segment(None));
+        wire.state = None;
+        assert_eq!(segment_from_proto(wire), Err(SegmentError::MissingState("obu-7".into())));
+
         let mut wire = segment_to_proto(&segment(None));
         wire.chord = None;
-        assert_eq!(segment_from_proto(wire), Err(SegmentError::MissingChord("obu-7".into())));
+        assert_eq!(
+            segment_from_proto(wire).map(|s| s.chord),
+            Ok(None),
+            "a checkpoint may lack one"
+        );
 
         let mut wire = segment_to_proto(&segment(None));
         wire.to_lat = f64::NAN;

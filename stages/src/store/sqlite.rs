@@ -7,7 +7,7 @@ use std::sync::Mutex;
 use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{Durability, StoreError};
-use crate::event::Chord;
+use crate::event::{Chord, TrackState};
 
 const SCHEMA: &str = "
 CREATE TABLE IF NOT EXISTS totals (
@@ -28,7 +28,8 @@ CREATE TABLE IF NOT EXISTS obu_marks (
     last_lon REAL NOT NULL,
     chord_m REAL,
     chord_bearing_deg REAL,
-    chord_turn_in_deg REAL
+    chord_turn_in_deg REAL,
+    track_state TEXT NOT NULL
 );
 ";
 
@@ -46,13 +47,15 @@ pub struct PeriodDelta {
 }
 
 /// The end of the last segment billed to an OBU.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct BilledEnd {
     pub ts_ms: i64,
     pub lat: f64,
     pub lon: f64,
     /// The chord the segment was measured on.
     pub chord: Option<Chord>,
+    /// What the distance filter knew after it.
+    pub state: TrackState,
 }
 
 /// One row of totals as stored.
@@ -124,10 +127,10 @@ impl SqliteStore {
     }
 
     /// Adds `deltas` and moves the OBUs' marks in one transaction.
-    pub fn apply(
+    pub fn apply<S: AsRef<str>>(
         &self,
         deltas: &[PeriodDelta],
-        marks: &[(&str, BilledEnd)],
+        marks: &[(S, BilledEnd)],
     ) -> Result<(), StoreError> {
         let mut conn = self.lock();
         let tx = conn.transaction().map_err(|e| sqlite(&self.path, e))?;
@@ -159,24 +162,29 @@ impl SqliteStore {
             let mut mark = tx
                 .prepare_cached(
                     "INSERT INTO obu_marks (obu_id, last_to_ms, last_lat, last_lon, chord_m, \
-                     chord_bearing_deg, chord_turn_in_deg) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7) \
+                     chord_bearing_deg, chord_turn_in_deg, track_state) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8) \
                      ON CONFLICT (obu_id) DO UPDATE SET last_to_ms = excluded.last_to_ms, \
                      last_lat = excluded.last_lat, last_lon = excluded.last_lon, \
                      chord_m = excluded.chord_m, chord_bearing_deg = excluded.chord_bearing_deg, \
-                     chord_turn_in_deg = excluded.chord_turn_in_deg \
+                     chord_turn_in_deg = excluded.chord_turn_in_deg, \
+                     track_state = excluded.track_state \
                      WHERE excluded.last_to_ms > last_to_ms",
                 )
                 .map_err(|e| sqlite(&self.path, e))?;
             for (obu_id, end) in marks {
                 let chord = end.chord;
+                // Plain data of a few numbers; encoding it cannot fail.
+                let state = serde_json::to_string(&end.state).unwrap_or_default();
                 mark.execute(params![
-                    obu_id,
+                    obu_id.as_ref(),
                     end.ts_ms,
                     end.lat,
                     end.lon,
                     chord.map(|c| c.metres),
                     chord.map(|c| c.bearing_deg),
-                    chord.and_then(|c| c.turn_in_deg)
+                    chord.and_then(|c| c.turn_in_deg),
+                    state
                 ])
                 .map_err(|e| sqlite(&self.path, e))?;
             }
@@ -213,7 +221,7 @@ impl SqliteStore {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
         conn.query_row(
             "SELECT last_to_ms, last_lat, last_lon, chord_m, chord_bearing_deg, \
-             chord_turn_in_deg FROM obu_marks WHERE obu_id = ?1",
+             chord_turn_in_deg, track_state FROM obu_marks WHERE obu_id = ?1",
             params![obu_id],
             |row| {
                 let chord = match (row.get::<_, Option<f64>>(3)?, row.get::<_, Option<f64>>(4)?) {
@@ -222,7 +230,20 @@ impl SqliteStore {
                     }
                     _ => None,
                 };
-                Ok(BilledEnd { ts_ms: row.get(0)?, lat: row.get(1)?, lon: row.get(2)?, chord })
+                let state = serde_json::from_str(&row.get::<_, String>(6)?).map_err(|e| {
+                    rusqlite::Error::FromSqlConversionFailure(
+                        6,
+                        rusqlite::types::Type::Text,
+                        e.into(),
+                    )
+                })?;
+                Ok(BilledEnd {
+                    ts_ms: row.get(0)?,
+                    lat: row.get(1)?,
+                    lon: row.get(2)?,
+                    chord,
+                    state,
+                })
             },
         )
         .optional()
@@ -273,12 +294,19 @@ mod tests {
         {
             let store = SqliteStore::open(&path, Durability::Normal).unwrap();
             let chord = Chord { metres: 12.5, bearing_deg: 90.0, turn_in_deg: Some(-3.0) };
-            let end = |ts_ms| BilledEnd { ts_ms, lat: 50.0, lon: 11.0, chord: Some(chord) };
+            let state = TrackState::default();
+            let end = |ts_ms| BilledEnd {
+                ts_ms,
+                lat: 50.0,
+                lon: 11.0,
+                chord: Some(chord),
+                state: state.clone(),
+            };
             store
                 .apply(&[delta("a", 1500, 0.19), delta("a", 500, 0.19)], &[("a", end(20))])
                 .unwrap();
             store.apply(&[delta("a", 1000, 0.25)], &[("a", end(30))]).unwrap();
-            let older = BilledEnd { ts_ms: 25, lat: 0.0, lon: 0.0, chord: None };
+            let older = BilledEnd { ts_ms: 25, lat: 0.0, lon: 0.0, chord: None, state };
             store.apply(&[], &[("a", older)]).unwrap();
         }
         let store = SqliteStore::open(&path, Durability::Normal).unwrap();

@@ -14,7 +14,7 @@ use stages::component::{
     BuildContext, Component, ComponentConfig, Context, Input, Output, Resources, RunResult,
     Shutdown,
 };
-use stages::event::{Batch, Chord, EventContext, Events, ObuId, Segment, TraceContext};
+use stages::event::{Batch, Chord, EventContext, Events, ObuId, Segment, TraceContext, TrackState};
 use stages::invoice::{BookError, Invoice, InvoiceBook, SharedBook};
 use stages::sinks::grpc::GrpcSinkConfig;
 use stages::sources::grpc::GrpcSourceConfig;
@@ -90,10 +90,16 @@ pub fn segment(obu: &str, n: i64) -> Segment {
         metres: 10.25 + n as f64,
         to_lat: 50.1 + n as f64 * 1e-5,
         to_lon: 11.9 - n as f64 * 1e-5,
-        chord: Chord {
+        chord: Some(Chord {
             metres: 10.0 + n as f64,
             bearing_deg: (n * 37 % 360) as f64,
             turn_in_deg: (n % 4 != 0).then_some(-2.5 * n as f64),
+        }),
+        checkpoint: false,
+        state: TrackState {
+            anchor: (1_714_550_401_000 + n * 1000, 50.1 + n as f64 * 1e-5, 11.9),
+            cluster: (1.0 + n as f64, 50.1, 11.9),
+            recent: [(50.1, 11.9 - n as f64 * 1e-5)].into_iter().collect(),
         },
         ctx: EventContext { received_ms: 1_714_550_402_000 + n * 1000, trace },
     }

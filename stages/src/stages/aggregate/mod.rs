@@ -219,12 +219,15 @@ impl Aggregate {
                 duplicates += 1;
                 continue;
             }
-            self.add(&segment, sums);
+            if !segment.checkpoint {
+                self.add(&segment, sums);
+            }
             let end = BilledEnd {
                 ts_ms: segment.to_ms,
                 lat: segment.to_lat,
                 lon: segment.to_lon,
-                chord: Some(segment.chord),
+                chord: segment.chord,
+                state: segment.state,
             };
             moved.insert(segment.obu_id, end);
         }
@@ -265,19 +268,15 @@ impl Aggregate {
             })
             .collect();
         let marks: Vec<(String, BilledEnd)> =
-            moved.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+            moved.iter().map(|(k, v)| (k.to_string(), v.clone())).collect();
         let deltas = Arc::new(deltas);
         let marks = Arc::new(marks);
         let mut attempt = 0;
         loop {
             let (store, d, m) = (self.store.clone(), deltas.clone(), marks.clone());
-            let result = tokio::task::spawn_blocking(move || {
-                let marks: Vec<(&str, BilledEnd)> =
-                    m.iter().map(|(k, v)| (k.as_str(), *v)).collect();
-                store.apply(&d, &marks)
-            })
-            .await
-            .map_err(|e| ComponentError::with("store writer panicked", e))?;
+            let result = tokio::task::spawn_blocking(move || store.apply(&d, &m))
+                .await
+                .map_err(|e| ComponentError::with("store writer panicked", e))?;
             match result {
                 Ok(()) => break,
                 Err(error) if attempt < 3 => {

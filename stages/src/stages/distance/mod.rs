@@ -11,6 +11,7 @@
 
 pub mod acks;
 pub mod checks;
+mod ledger;
 pub mod reorder;
 pub mod track;
 
@@ -31,8 +32,9 @@ use crate::store::{BilledEnd, Durability, SqliteStore};
 use crate::telemetry::{ComponentMetrics, Counter};
 use acks::AckSlots;
 use checks::{Reason, Skew};
+use ledger::{checkpoint, decide, Ledger};
 use reorder::{Buffer, Pending, Schedule};
-use track::{Decision, Track, TrackParams};
+use track::{Track, TrackParams};
 
 pub const TYPE: ComponentType = ComponentType {
     name: "distance",
@@ -59,6 +61,14 @@ pub struct DistanceConfig {
     /// for it to drive on.
     #[serde(default = "default_idle_flush_s")]
     pub idle_flush_s: f64,
+    /// What to do at a stop (SIGTERM) with fixes still waiting for lookahead:
+    /// `true` decides them with what is known; `false` leaves them undecided
+    /// and unacknowledged, so that a queue that delivers them again (Kafka)
+    /// hands them to the next process, which decides them exactly as an
+    /// uninterrupted run would. Input that simply ends (a replay) is always
+    /// decided in full.
+    #[serde(default = "default_decide_held_on_stop")]
+    pub decide_held_on_stop: bool,
     /// The aggregate's store (`sqlite://PATH`): an OBU seen for the first
     /// time resumes from the end of its last billed segment there, so that
     /// fixes delivered again after a restart are neither lost nor billed twice.
@@ -67,6 +77,10 @@ pub struct DistanceConfig {
     /// The filters that judge a fix against the vehicle's path.
     #[serde(default)]
     pub filters: TrackParams,
+}
+
+fn default_decide_held_on_stop() -> bool {
+    true
 }
 
 fn default_idle_flush_s() -> f64 {
@@ -137,6 +151,7 @@ struct Obu {
     track: Track,
     /// Receive time of the newest fix handed to the track filter.
     last_tracked_ms: i64,
+    ledger: Ledger,
 }
 
 /// The stage's state; also driven directly by benchmarks and tests.
@@ -152,6 +167,7 @@ pub struct Distance {
     idle: Schedule,
     slots: AckSlots,
     outcomes: Outcomes,
+    decide_held_on_stop: bool,
     /// Where OBUs seen for the first time resume from.
     resume: Option<Arc<SqliteStore>>,
 }
@@ -211,6 +227,7 @@ impl Distance {
             idle: Schedule::default(),
             slots: AckSlots::default(),
             outcomes: Outcomes::register(metrics),
+            decide_held_on_stop: config.decide_held_on_stop,
             resume: None,
         }
     }
@@ -260,11 +277,13 @@ impl Distance {
     pub fn flush(&mut self, out: &mut Decided) {
         let (params, slots, outcomes) = (&self.params, &mut self.slots, &self.outcomes);
         for obu in &mut self.obus {
-            let mut on_decision = |f, d| decide(&obu.id, f, d, slots, out, outcomes);
+            let (id, ledger) = (&obu.id, &mut obu.ledger);
+            let mut on_decision = |f, d| decide(id, ledger, f, d, slots, out, outcomes);
             while let Some(fix) = obu.buffer.pop_any() {
                 obu.track.push(fix, params, &mut on_decision);
             }
             obu.track.finish(params, &mut on_decision);
+            checkpoint(&obu.id, &mut obu.ledger, &obu.track, params, slots, out);
         }
         self.schedule.clear();
         self.idle.clear();
@@ -281,18 +300,22 @@ impl Distance {
         let (params, slots, outcomes) = (&self.params, &mut self.slots, &self.outcomes);
         while let Some(i) = self.schedule.next_due() {
             let obu = &mut self.obus[i as usize];
+            let (id, ledger) = (&obu.id, &mut obu.ledger);
             while let Some(fix) = obu.buffer.pop_due(clock, window) {
                 obu.last_tracked_ms = fix.ctx.received_ms;
                 self.idle.buffered(i, fix.ctx.received_ms, idle_after);
-                obu.track.push(fix, params, |f, d| decide(&obu.id, f, d, slots, out, outcomes));
+                obu.track.push(fix, params, |f, d| decide(id, ledger, f, d, slots, out, outcomes));
             }
+            checkpoint(&obu.id, &mut obu.ledger, &obu.track, params, slots, out);
         }
         self.idle.advance_to(clock);
         while let Some(i) = self.idle.next_due() {
             let obu = &mut self.obus[i as usize];
             let quiet = obu.last_tracked_ms.saturating_add(idle_after) <= clock;
             if quiet && obu.buffer.is_empty() && obu.track.held() > 0 {
-                obu.track.finish(params, |f, d| decide(&obu.id, f, d, slots, out, outcomes));
+                let (id, ledger) = (&obu.id, &mut obu.ledger);
+                obu.track.finish(params, |f, d| decide(id, ledger, f, d, slots, out, outcomes));
+                checkpoint(&obu.id, &mut obu.ledger, &obu.track, params, slots, out);
             }
         }
     }
@@ -307,13 +330,16 @@ impl Distance {
             buffer: Buffer::default(),
             track: Track::default(),
             last_tracked_ms: 0,
+            ledger: Ledger::default(),
         };
         if let Some(end) = self.billed_end(id) {
-            // Never decided again, so it holds no acknowledgement slot.
+            // The last fix decided before; never decided again, so it holds
+            // no acknowledgement slot.
             let ctx = crate::event::EventContext::default();
-            let anchor = Pending { ts_ms: end.ts_ms, lat: end.lat, lon: end.lon, ctx, slot: 0 };
-            obu.buffer.resume_after(anchor);
-            obu.track.resume_at(anchor, end.chord);
+            let last = Pending { ts_ms: end.ts_ms, lat: end.lat, lon: end.lon, ctx, slot: 0 };
+            obu.buffer.resume_after(last);
+            obu.ledger.resume_after(last);
+            obu.track.restore(&end.state, end.chord);
         }
         self.obus.push(obu);
         self.index.insert(id.clone(), i);
@@ -338,36 +364,6 @@ impl Distance {
     }
 }
 
-/// Turns a track decision into a segment or a counted rejection, and lets
-/// go of the fix's share of its batch's acknowledgements.
-fn decide(
-    obu: &ObuId,
-    fix: Pending,
-    decision: Decision,
-    slots: &mut AckSlots,
-    out: &mut Decided,
-    outcomes: &Outcomes,
-) {
-    match decision {
-        Decision::Segment { from_ms, metres, chord } => {
-            outcomes.billed.add(1);
-            out.segments.push(Segment {
-                obu_id: obu.clone(),
-                from_ms,
-                to_ms: fix.ts_ms,
-                metres,
-                to_lat: fix.lat,
-                to_lon: fix.lon,
-                chord,
-                ctx: fix.ctx,
-            });
-        }
-        Decision::First => outcomes.first.add(1),
-        Decision::Reject(reason) => outcomes.count(reason),
-    }
-    slots.release(fix.slot, &mut out.acks);
-}
-
 impl Stage for Distance {
     fn run(
         mut self: Box<Self>,
@@ -390,7 +386,13 @@ impl Stage for Distance {
                             clock_at_last_input = self.clock_ms();
                         }
                         None => {
-                            self.flush(&mut out);
+                            if self.decide_held_on_stop || !cx.shutdown.is_requested() {
+                                self.flush(&mut out);
+                            } else {
+                                // Dropping the stage fails the acknowledgements of
+                                // every fix it did not decide or persist.
+                                tracing::info!(held = self.held(), "leaving held fixes undecided");
+                            }
                             let _ = output.send(out.into_batch()).await;
                             return Ok(());
                         }

@@ -29,7 +29,7 @@ use smallvec::SmallVec;
 
 use super::checks::Reason;
 use super::reorder::Pending;
-use crate::event::Chord;
+use crate::event::{Chord, TrackState};
 use crate::geo;
 use crate::registry::FieldError;
 
@@ -115,14 +115,16 @@ impl TrackParams {
 }
 
 /// What the filter decided about one fix.
-#[derive(Clone, Copy, Debug, PartialEq)]
+#[derive(Clone, Debug, PartialEq)]
 pub enum Decision {
     /// Billed: distance from the anchor (fix time `from_ms`) to this fix,
-    /// measured on `chord` (plus the previous chord's curve correction).
+    /// measured on `chord` (plus the previous chord's curve correction),
+    /// after which the filter's state is `state`.
     Segment {
         from_ms: i64,
         metres: f64,
         chord: Chord,
+        state: TrackState,
     },
     /// Taken as the start of billing, with no distance (the first fix, or
     /// the fix billing restarts from after a bad anchor).
@@ -160,6 +162,16 @@ impl Cluster {
     fn distance_m(&self, fix: &Pending) -> f64 {
         self.centre.distance_m(fix.lat, fix.lon)
     }
+
+    fn state(&self) -> (f64, f64, f64) {
+        (self.n, self.lat_sum, self.lon_sum)
+    }
+
+    fn from_state((n, lat_sum, lon_sum): (f64, f64, f64)) -> Self {
+        let n = n.max(1.0);
+        let centre = geo::LocalFrame::at(lat_sum / n, lon_sum / n);
+        Cluster { n, lat_sum, lon_sum, centre }
+    }
 }
 
 type Fixes = SmallVec<[Pending; 4]>;
@@ -185,13 +197,16 @@ impl Track {
         mut decide: impl FnMut(Pending, Decision),
     ) {
         let place = (fix.lat, fix.lon);
-        if self.recent.last() == Some(&place) {
+        let checked = &self.recent[self.recent.len().saturating_sub(p.resent_depth)..];
+        if checked.last() == Some(&place) {
             return decide(fix, Decision::Reject(Reason::RepeatedPosition));
         }
-        if self.recent.contains(&place) {
+        if checked.contains(&place) {
             return decide(fix, Decision::Reject(Reason::ResentPosition));
         }
-        if self.recent.len() >= p.resent_depth {
+        // Room for the undecided fixes besides the decided ones a snapshot
+        // must keep (see `snapshot`).
+        if self.recent.len() >= p.resent_depth + p.lookahead_fixes + p.recover_after_fixes {
             self.recent.remove(0);
         }
         self.recent.push(place);
@@ -217,16 +232,37 @@ impl Track {
         }
     }
 
-    /// Starts from a fix billed before (by an earlier run), with the chord
-    /// that ended there: billing and the curve correction resume from it.
-    /// The parked cluster and the recent positions before the anchor are not
-    /// kept across runs, so a fix right after a restart that repeats an older
-    /// position, or jitters around a parked vehicle, can be judged differently
-    /// than an uninterrupted run would have.
-    pub fn resume_at(&mut self, fix: Pending, chord: Option<Chord>) {
-        self.restart_at(fix);
+    /// What a restart needs to go on exactly as if there had been none,
+    /// given that every fix not yet decided is delivered again: the anchor,
+    /// the parked cluster and the positions of the last decided fixes.
+    pub fn snapshot(&self, p: &TrackParams) -> TrackState {
+        let anchor = self.anchor.map(|a| (a.ts_ms, a.lat, a.lon)).unwrap_or_default();
+        let undecided = self.queue.len() + self.bad_run.len();
+        let decided = &self.recent[..self.recent.len().saturating_sub(undecided)];
+        let kept = &decided[decided.len().saturating_sub(p.resent_depth)..];
+        TrackState { anchor, cluster: self.cluster.state(), recent: kept.iter().copied().collect() }
+    }
+
+    /// Goes on from a snapshot taken by an earlier run, with the chord that
+    /// ended there.
+    pub fn restore(&mut self, state: &TrackState, chord: Option<Chord>) {
+        let (ts_ms, lat, lon) = state.anchor;
+        let ctx = crate::event::EventContext::default();
+        // The anchor is never decided again, so it holds no acknowledgement.
+        self.anchor = Some(Pending { ts_ms, lat, lon, ctx, slot: 0 });
+        self.cluster = Cluster::from_state(state.cluster);
+        self.recent = state.recent.iter().copied().collect();
         self.chord = chord;
-        self.recent.push((fix.lat, fix.lon));
+    }
+
+    /// Whether billing has started.
+    pub fn has_anchor(&self) -> bool {
+        self.anchor.is_some()
+    }
+
+    /// The chord of the last billed segment.
+    pub fn chord(&self) -> Option<Chord> {
+        self.chord
     }
 
     /// Fixes waiting for a decision.
@@ -263,7 +299,8 @@ impl Track {
         }
         let (correction, chord) = self.curve_correction(&a, &b, d_ab, p);
         self.restart_at(b);
-        decide(b, Decision::Segment { from_ms: a.ts_ms, metres: d_ab + correction, chord });
+        let state = self.snapshot(p);
+        decide(b, Decision::Segment { from_ms: a.ts_ms, metres: d_ab + correction, chord, state });
     }
 
     /// A fix too far from the anchor: refused, unless enough of them agree.
