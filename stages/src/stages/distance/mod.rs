@@ -400,15 +400,25 @@ impl Stage for Distance {
                     _ = tick.tick() => {
                         // With no input, the receive clock follows the wall clock,
                         // so a vehicle that went quiet still gets its last fixes billed.
+                        // Shortcoming: this makes decisions depend on pacing. An input
+                        // that pauses for longer than `idle_flush_s` mid-stream (a
+                        // stalled upstream) has quiet OBUs' last fixes decided with
+                        // less lookahead than a run without the pause would use; the
+                        // distance billed can then differ by a few metres.
                         let idle_ms = last_input.elapsed().as_millis() as i64;
                         self.advance_clock(clock_at_last_input + idle_ms, &mut out);
                         held.set(self.held() as i64);
                     }
                 }
+                let sending = Instant::now();
                 if output.send(out.into_batch()).await.is_err() {
                     tracing::warn!(stage = %cx.name, "every consumer stopped; distance stops");
                     return Ok(());
                 }
+                // Time spent waiting for a full output is not time without
+                // input: the receive clock must not run on while fixes wait
+                // upstream, or quiet OBUs would be decided too early.
+                last_input += sending.elapsed();
             }
         })
     }
