@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS obu_marks (
     chord_m REAL,
     chord_bearing_deg REAL,
     chord_turn_in_deg REAL,
-    track_state TEXT NOT NULL
+    track_state TEXT
 );
 ";
 
@@ -44,6 +44,33 @@ pub struct PeriodDelta {
     pub segments: i64,
     pub first_fix_ms: i64,
     pub last_fix_ms: i64,
+}
+
+/// Columns of `obu_marks` added after its first layout, with how they are
+/// added to a store created by an earlier version.
+const ADDED_MARK_COLUMNS: [(&str, &str); 6] = [
+    ("last_lat", "REAL NOT NULL DEFAULT 0"),
+    ("last_lon", "REAL NOT NULL DEFAULT 0"),
+    ("chord_m", "REAL"),
+    ("chord_bearing_deg", "REAL"),
+    ("chord_turn_in_deg", "REAL"),
+    ("track_state", "TEXT"),
+];
+
+/// Brings a store written by an earlier version up to the current layout.
+/// OBUs marked before have no filter state: the distance stage starts them
+/// afresh (nothing is billed twice; the segment across the upgrade is lost).
+fn migrate(conn: &Connection) -> rusqlite::Result<()> {
+    let mut stmt = conn.prepare("SELECT name FROM pragma_table_info('obu_marks')")?;
+    let have: Vec<String> = stmt.query_map([], |row| row.get(0))?.collect::<Result<_, _>>()?;
+    for (column, declaration) in ADDED_MARK_COLUMNS {
+        if !have.iter().any(|c| c == column) {
+            conn.execute_batch(&format!(
+                "ALTER TABLE obu_marks ADD COLUMN {column} {declaration}"
+            ))?;
+        }
+    }
+    Ok(())
 }
 
 /// The end of the last segment billed to an OBU.
@@ -101,6 +128,7 @@ impl SqliteStore {
              PRAGMA busy_timeout = 5000; {SCHEMA}"
         ))
         .map_err(|e| sqlite(path, e))?;
+        migrate(&conn).map_err(|e| sqlite(path, e))?;
         let reader = Connection::open(path).map_err(|e| sqlite(path, e))?;
         reader.busy_timeout(std::time::Duration::from_secs(5)).map_err(|e| sqlite(path, e))?;
         Ok(SqliteStore {
@@ -219,35 +247,35 @@ impl SqliteStore {
     /// Where the OBU's last billed segment ended, if it has one.
     pub fn billed_end(&self, obu_id: &str) -> Result<Option<BilledEnd>, StoreError> {
         let conn = self.reader.lock().unwrap_or_else(|e| e.into_inner());
-        conn.query_row(
-            "SELECT last_to_ms, last_lat, last_lon, chord_m, chord_bearing_deg, \
-             chord_turn_in_deg, track_state FROM obu_marks WHERE obu_id = ?1",
-            params![obu_id],
-            |row| {
-                let chord = match (row.get::<_, Option<f64>>(3)?, row.get::<_, Option<f64>>(4)?) {
-                    (Some(metres), Some(bearing_deg)) => {
-                        Some(Chord { metres, bearing_deg, turn_in_deg: row.get(5)? })
-                    }
-                    _ => None,
-                };
-                let state = serde_json::from_str(&row.get::<_, String>(6)?).map_err(|e| {
-                    rusqlite::Error::FromSqlConversionFailure(
-                        6,
-                        rusqlite::types::Type::Text,
-                        e.into(),
-                    )
-                })?;
-                Ok(BilledEnd {
-                    ts_ms: row.get(0)?,
-                    lat: row.get(1)?,
-                    lon: row.get(2)?,
-                    chord,
-                    state,
-                })
-            },
-        )
-        .optional()
-        .map_err(|e| sqlite(&self.path, e))
+        let row = conn
+            .query_row(
+                "SELECT last_to_ms, last_lat, last_lon, chord_m, chord_bearing_deg, \
+                 chord_turn_in_deg, track_state FROM obu_marks WHERE obu_id = ?1",
+                params![obu_id],
+                |row| {
+                    let chord = match (row.get::<_, Option<f64>>(3)?, row.get(4)?) {
+                        (Some(metres), Some(bearing_deg)) => {
+                            Some(Chord { metres, bearing_deg, turn_in_deg: row.get(5)? })
+                        }
+                        _ => None,
+                    };
+                    let end = (row.get(0)?, row.get(1)?, row.get(2)?, chord);
+                    Ok((end, row.get::<_, Option<String>>(6)?))
+                },
+            )
+            .optional()
+            .map_err(|e| sqlite(&self.path, e))?;
+        // A mark without filter state comes from a store of an earlier version.
+        let Some(((ts_ms, lat, lon, chord), Some(state))) = row else {
+            return Ok(None);
+        };
+        match serde_json::from_str(&state) {
+            Ok(state) => Ok(Some(BilledEnd { ts_ms, lat, lon, chord, state })),
+            Err(error) => {
+                tracing::warn!(obu_id, %error, "unreadable filter state in the store; starting afresh");
+                Ok(None)
+            }
+        }
     }
 
     /// Whether the OBU has any total at all (tells "unknown OBU" from "no
@@ -285,6 +313,32 @@ mod tests {
             first_fix_ms: 10,
             last_fix_ms: 20,
         }
+    }
+
+    #[test]
+    fn a_store_of_the_first_layout_is_upgraded_in_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        let old = Connection::open(&path).unwrap();
+        old.execute_batch(
+            "CREATE TABLE obu_marks (obu_id TEXT PRIMARY KEY NOT NULL, last_to_ms INTEGER NOT NULL);
+             INSERT INTO obu_marks VALUES ('a', 20);",
+        )
+        .unwrap();
+        drop(old);
+
+        let store = SqliteStore::open(&path, Durability::Normal).unwrap();
+        assert_eq!(store.marks().unwrap().get("a"), Some(&20));
+        assert_eq!(store.billed_end("a").unwrap(), None, "no filter state was kept then");
+        let end = BilledEnd {
+            ts_ms: 30,
+            lat: 50.0,
+            lon: 11.0,
+            chord: None,
+            state: TrackState::default(),
+        };
+        store.apply(&[], &[("a", end.clone())]).unwrap();
+        assert_eq!(store.billed_end("a").unwrap(), Some(end));
     }
 
     #[test]
