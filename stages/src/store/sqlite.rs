@@ -29,7 +29,7 @@ CREATE TABLE IF NOT EXISTS obu_marks (
     chord_m REAL,
     chord_bearing_deg REAL,
     chord_turn_in_deg REAL,
-    track_state TEXT
+    track_state BLOB
 );
 ";
 
@@ -54,8 +54,40 @@ const ADDED_MARK_COLUMNS: [(&str, &str); 6] = [
     ("chord_m", "REAL"),
     ("chord_bearing_deg", "REAL"),
     ("chord_turn_in_deg", "REAL"),
-    ("track_state", "TEXT"),
+    ("track_state", "BLOB"),
 ];
+
+/// The filter state as little-endian numbers: the anchor's time, latitude and
+/// longitude, the cluster's count and sums, then each recent position.
+/// Written for every OBU of every commit, so it is kept small and cheap.
+fn encode_state(state: &TrackState) -> Vec<u8> {
+    let mut bytes = Vec::with_capacity(48 + 16 * state.recent.len());
+    let (ts_ms, lat, lon) = state.anchor;
+    let (n, lat_sum, lon_sum) = state.cluster;
+    bytes.extend_from_slice(&ts_ms.to_le_bytes());
+    for value in [lat, lon, n, lat_sum, lon_sum] {
+        bytes.extend_from_slice(&value.to_le_bytes());
+    }
+    for (lat, lon) in &state.recent {
+        bytes.extend_from_slice(&lat.to_le_bytes());
+        bytes.extend_from_slice(&lon.to_le_bytes());
+    }
+    bytes
+}
+
+fn decode_state(bytes: &[u8]) -> Option<TrackState> {
+    if bytes.len() < 48 || (bytes.len() - 48) % 16 != 0 {
+        return None;
+    }
+    let word = |i: usize| -> [u8; 8] { bytes[i * 8..i * 8 + 8].try_into().unwrap_or_default() };
+    let float = |i: usize| f64::from_le_bytes(word(i));
+    let recent = (6..bytes.len() / 8).step_by(2).map(|i| (float(i), float(i + 1))).collect();
+    Some(TrackState {
+        anchor: (i64::from_le_bytes(word(0)), float(1), float(2)),
+        cluster: (float(3), float(4), float(5)),
+        recent,
+    })
+}
 
 /// Brings a store written by an earlier version up to the current layout.
 /// OBUs marked before have no filter state: the distance stage starts them
@@ -202,8 +234,7 @@ impl SqliteStore {
                 .map_err(|e| sqlite(&self.path, e))?;
             for (obu_id, end) in marks {
                 let chord = end.chord;
-                // Plain data of a few numbers; encoding it cannot fail.
-                let state = serde_json::to_string(&end.state).unwrap_or_default();
+                let state = encode_state(&end.state);
                 mark.execute(params![
                     obu_id.as_ref(),
                     end.ts_ms,
@@ -260,7 +291,7 @@ impl SqliteStore {
                         _ => None,
                     };
                     let end = (row.get(0)?, row.get(1)?, row.get(2)?, chord);
-                    Ok((end, row.get::<_, Option<String>>(6)?))
+                    Ok((end, row.get::<_, Option<Vec<u8>>>(6)?))
                 },
             )
             .optional()
@@ -269,10 +300,10 @@ impl SqliteStore {
         let Some(((ts_ms, lat, lon, chord), Some(state))) = row else {
             return Ok(None);
         };
-        match serde_json::from_str(&state) {
-            Ok(state) => Ok(Some(BilledEnd { ts_ms, lat, lon, chord, state })),
-            Err(error) => {
-                tracing::warn!(obu_id, %error, "unreadable filter state in the store; starting afresh");
+        match decode_state(&state) {
+            Some(state) => Ok(Some(BilledEnd { ts_ms, lat, lon, chord, state })),
+            None => {
+                tracing::warn!(obu_id, "unreadable filter state in the store; starting afresh");
                 Ok(None)
             }
         }
@@ -313,6 +344,17 @@ mod tests {
             first_fix_ms: 10,
             last_fix_ms: 20,
         }
+    }
+
+    #[test]
+    fn filter_state_survives_its_encoding() {
+        let state = TrackState {
+            anchor: (1_714_000_000_123, 50.123456789012, -11.9),
+            cluster: (3.0, 150.3, -35.7),
+            recent: [(50.1, 11.9), (50.2, -11.8), (-0.5, 179.9)].into_iter().collect(),
+        };
+        assert_eq!(decode_state(&encode_state(&state)), Some(state));
+        assert_eq!(decode_state(&[1, 2, 3]), None, "truncated state is refused");
     }
 
     #[test]

@@ -243,6 +243,9 @@ impl Distance {
             return;
         };
         let slot = self.slots.open(batch.acks);
+        // Most fixes end a segment; growing the vector while filling it
+        // would move every segment several times.
+        out.segments.reserve(fixes.len());
         for fix in fixes {
             if let Some(reason) = checks::check(&fix, self.skew) {
                 self.outcomes.count(reason);
