@@ -198,9 +198,12 @@ async fn obu(url: String, i: usize, t0_ms: i64) -> Result<Vec<Instant>, String> 
                     Some(Err(e)) => return Err(format!("read: {e}")),
                     None => return Err(format!("closed after {done} acks")),
                 };
-                let reply: serde_json::Value = serde_json::from_str(&text).map_err(|e| e.to_string())?;
-                let n = reply["ack"].as_u64().ok_or_else(|| format!("not an ack: {text}"))? as usize;
-                let slot = acked.get_mut(n.wrapping_sub(1)).ok_or_else(|| format!("unknown: {text}"))?;
+                let reply: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| e.to_string())?;
+                let n = reply["ack"].as_u64().ok_or_else(|| format!("not an ack: {text}"))?;
+                let slot = acked
+                    .get_mut((n as usize).wrapping_sub(1))
+                    .ok_or_else(|| format!("unknown: {text}"))?;
                 if slot.is_some() || reply["fixes"] != FIXES_PER_FRAME {
                     return Err(format!("repeated or wrong ack: {text}"));
                 }

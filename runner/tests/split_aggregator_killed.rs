@@ -63,8 +63,8 @@ fn aggregator_killed_mid_stream_holds_offsets_and_bills_what_an_uninterrupted_ru
     println!(
         "aggregator killed at {killed_at} of {fixes} messages; while away committed stayed at \
          {} while the topic grew {produced_then} -> {produced_later}; {retried} retries logged, \
-         {reconnected:?}; {messages} messages, {} OBU-periods, {} differ; reference {reference_s:.1} \
-         s, test {:.1} s",
+         {reconnected:?}; {messages} messages, {} OBU-periods, {} differ; \
+         reference {reference_s:.1} s, test {:.1} s",
         committed_sum(&held),
         expected.len(),
         diffs.len(),

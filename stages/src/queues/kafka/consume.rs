@@ -187,10 +187,9 @@ impl Reader {
         };
         let read = read.map_err(|error| {
             poisoned.add(1);
-            tracing::warn!(topic = %self.topic, partition, offset, error, "kafka message is not a fix");
-            self.dead_letters
-                .keeps_poison()
-                .then(|| Poison { message: message.detach(), error })
+            let topic = &self.topic;
+            tracing::warn!(%topic, partition, offset, error, "kafka message is not a fix");
+            self.dead_letters.keeps_poison().then(|| Poison { message: message.detach(), error })
         });
         Item { partition, offset, read }
     }
@@ -243,7 +242,7 @@ impl Reader {
             if status == AckStatus::Failed {
                 // The pipeline stops after a failure; these offsets stay
                 // uncommitted and are read again on the next start.
-                tracing::error!(queue = %queue, ?ranges, "batch failed downstream; offsets held back");
+                tracing::error!(%queue, ?ranges, "batch failed downstream; offsets held back");
             }
             offsets.finish(generation, &ranges, status);
         })
@@ -294,7 +293,8 @@ impl Reader {
             drop(consumer);
         });
         if let Err(error) = closed.await {
-            tracing::error!(topic = %self.topic, error = %error, "closing the kafka consumer panicked");
+            let topic = &self.topic;
+            tracing::error!(%topic, %error, "closing the kafka consumer panicked");
         }
     }
 }

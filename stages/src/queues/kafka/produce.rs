@@ -90,7 +90,8 @@ impl Writer {
         let Batch { events, acks } = batch;
         let Events::Fixes(fixes) = events else {
             // The graph lets only fixes reach this queue.
-            tracing::error!(topic = %self.topic, kind = %events.kind(), "kafka queue got non-fix events");
+            let (topic, kind) = (&self.topic, events.kind());
+            tracing::error!(%topic, %kind, "kafka queue got non-fix events");
             acks.fail();
             return InFlight { deliveries: Vec::new(), acks };
         };
@@ -103,7 +104,8 @@ impl Writer {
             value.clear();
             if let Err(error) = wire::write_native_json(fix, value) {
                 unencodable.add(1);
-                tracing::warn!(obu_id = %fix.obu_id, error = %error, "fix cannot be written to kafka");
+                let obu_id = &fix.obu_id;
+                tracing::warn!(%obu_id, %error, "fix cannot be written to kafka");
                 continue;
             }
             deliveries.push(self.enqueue(fix, value).await);
@@ -145,7 +147,8 @@ impl Writer {
                 "kafka refused messages of a batch",
             );
         }
-        tracing::trace!(queue = %cx.name, delivered = settled.delivered, "kafka batch acknowledged");
+        let delivered = settled.delivered;
+        tracing::trace!(queue = %cx.name, delivered, "kafka batch acknowledged");
         drop(settled.acks);
     }
 }
