@@ -80,6 +80,15 @@ async fn invoice_without_a_valid_bearer_token_is_401_with_a_challenge() {
         client.get(&url).header(header::AUTHORIZATION, ALL_TOKEN),
         client.get(&url).bearer_auth("tok-not-a-real-one"),
         client.get(&url).bearer_auth(format!("{ALL_TOKEN}x")),
+        // Two headers, a good one among them: which counts would be a guess.
+        client
+            .get(&url)
+            .header(header::AUTHORIZATION, format!("Bearer {ALL_TOKEN}"))
+            .header(header::AUTHORIZATION, "Bearer tok-not-a-real-one"),
+        client
+            .get(&url)
+            .header(header::AUTHORIZATION, "Bearer tok-not-a-real-one")
+            .header(header::AUTHORIZATION, format!("Bearer {ALL_TOKEN}")),
     ];
 
     for attempt in attempts {
@@ -139,6 +148,8 @@ async fn malformed_parameters_are_400() {
         format!("/invoice/{long_id}"),
         "/invoice/obu%0A1".to_owned(),
         "/invoice/obu%FF".to_owned(),
+        "/invoice/%ZZ".to_owned(),
+        "/invoice/obu%2".to_owned(),
         "/invoice/".to_owned(),
     ];
 

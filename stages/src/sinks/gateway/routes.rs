@@ -70,6 +70,7 @@ pub fn router(state: AppState) -> Router {
 async fn invoice(
     State(state): State<AppState>,
     headers: HeaderMap,
+    uri: axum::http::Uri,
     path: Result<Path<String>, PathRejection>,
     query: Result<Query<InvoiceQuery>, QueryRejection>,
 ) -> Result<Json<Invoice>, ApiError> {
@@ -77,6 +78,9 @@ async fn invoice(
     // which parameters or OBUs exist.
     let grant = authenticate(&state.tokens, &headers)?;
 
+    if !percent_encoding_is_valid(uri.path()) {
+        return Err(ApiError::BadRequest("the path has a % not followed by two hex digits"));
+    }
     let Path(obu_id) = path.map_err(|_| ApiError::BadRequest("obu_id is not valid utf-8"))?;
     if !valid_obu_id(&obu_id) {
         return Err(ApiError::BadRequest(
@@ -113,14 +117,27 @@ async fn invoice_without_obu(
     Err(ApiError::BadRequest("obu_id is required: /invoice/{obu_id}"))
 }
 
-/// The grant of the request's bearer token.
+/// The grant of the request's bearer token. Several Authorization headers
+/// are refused like a wrong token: which one counts would be a guess.
 fn authenticate<'a>(tokens: &'a Tokens, headers: &HeaderMap) -> Result<Grant<'a>, ApiError> {
+    if headers.get_all(header::AUTHORIZATION).iter().nth(1).is_some() {
+        return Err(ApiError::InvalidToken);
+    }
     let presented = headers
         .get(header::AUTHORIZATION)
         .and_then(|value| value.to_str().ok())
         .and_then(bearer_token)
         .ok_or(ApiError::MissingToken)?;
     tokens.authenticate(presented).ok_or(ApiError::InvalidToken)
+}
+
+/// Whether every `%` in a raw path starts an escape of two hex digits (the
+/// router would otherwise take a broken escape as literal text).
+fn percent_encoding_is_valid(path: &str) -> bool {
+    let bytes = path.as_bytes();
+    bytes.iter().enumerate().filter(|(_, &b)| b == b'%').all(|(i, _)| {
+        bytes.get(i + 1..i + 3).is_some_and(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+    })
 }
 
 fn book_failed(state: &AppState, error: &str) -> ApiError {
@@ -195,6 +212,15 @@ mod tests {
         }
         for bad in ["2024-13", "2024-00", "2024-1", "abc", "2024/01", "24-01", "2024-01-01", ""] {
             assert!(!valid_period(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn broken_percent_escapes_are_found_in_raw_paths() {
+        assert!(percent_encoding_is_valid("/invoice/obu%2D1"));
+        assert!(percent_encoding_is_valid("/invoice/obu-1"));
+        for bad in ["/invoice/%ZZ", "/invoice/%", "/invoice/obu%2", "/invoice/%g1"] {
+            assert!(!percent_encoding_is_valid(bad), "{bad}");
         }
     }
 
