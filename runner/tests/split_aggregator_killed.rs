@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 
 use split_common::{Fleet, Stack};
 
-/// 30 trucks, one fix a second for 900 simulated seconds (26,506 fixes with
-/// the fleet's signal gaps), streamed in about 20 s.
-const TRUCKS: usize = 30;
-const DURATION_S: u64 = 900;
+/// Streams the fleet in about 20 s.
 const SPEEDUP: f64 = 45.0;
 /// How long the aggregator stays away after the offsets settled.
 const OUTAGE: Duration = Duration::from_secs(3);
@@ -24,13 +21,12 @@ const OUTAGE: Duration = Duration::from_secs(3);
 fn aggregator_killed_mid_stream_holds_offsets_and_bills_what_an_uninterrupted_run_bills() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let reference_fleet = Fleet::Synthetic { trucks: TRUCKS, duration_s: DURATION_S, speedup: 0.0 };
-    let (expected, fixes) = split_common::uninterrupted(dir.path(), "reference", reference_fleet);
+    let (expected, fixes) =
+        split_common::uninterrupted(dir.path(), "reference", Fleet::streamed(0.0));
     let reference_s = started.elapsed().as_secs_f64();
 
     let mut stack = Stack::start(dir.path(), "killed");
-    let fleet = Fleet::Synthetic { trucks: TRUCKS, duration_s: DURATION_S, speedup: SPEEDUP };
-    let mut obu = stack.start_obu(fleet);
+    let mut obu = stack.start_obu(Fleet::streamed(SPEEDUP));
     let topic = stack.topic().clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while split_common::committed(&topic).iter().flatten().sum::<i64>() < fixes as i64 / 4 {
@@ -79,6 +75,6 @@ fn aggregator_killed_mid_stream_holds_offsets_and_bills_what_an_uninterrupted_ru
     assert_eq!((sent, delivered), (fixes, fixes), "the OBU service sent the same fleet");
     assert_eq!(messages, fixes as i64, "the receiver was not interrupted: no fix sent twice");
     assert!(!reconnected.is_empty(), "the distance service saw the aggregator come back");
-    assert!(expected.len() >= TRUCKS, "every truck is billed");
+    assert!(expected.len() >= Fleet::STREAMED_TRUCKS, "every truck is billed");
     assert!(diffs.is_empty(), "{} of {} OBU-periods differ", diffs.len(), expected.len());
 }

@@ -12,10 +12,7 @@ use std::time::{Duration, Instant};
 
 use split_common::{Fleet, Stack};
 
-/// 30 trucks, one fix a second for 900 simulated seconds (26,506 fixes with
-/// the fleet's signal gaps), streamed in about 20 s.
-const TRUCKS: usize = 30;
-const DURATION_S: u64 = 900;
+/// Streams the fleet in about 20 s.
 const SPEEDUP: f64 = 45.0;
 /// How long the receiver stays away before it is started again.
 const OUTAGE: Duration = Duration::from_secs(2);
@@ -24,13 +21,12 @@ const OUTAGE: Duration = Duration::from_secs(2);
 fn receiver_killed_mid_stream_loses_and_doubles_no_fix() {
     let started = Instant::now();
     let dir = tempfile::tempdir().unwrap();
-    let reference_fleet = Fleet::Synthetic { trucks: TRUCKS, duration_s: DURATION_S, speedup: 0.0 };
-    let (expected, fixes) = split_common::uninterrupted(dir.path(), "reference", reference_fleet);
+    let (expected, fixes) =
+        split_common::uninterrupted(dir.path(), "reference", Fleet::streamed(0.0));
     let reference_s = started.elapsed().as_secs_f64();
 
     let mut stack = Stack::start(dir.path(), "killed");
-    let fleet = Fleet::Synthetic { trucks: TRUCKS, duration_s: DURATION_S, speedup: SPEEDUP };
-    let mut obu = stack.start_obu(fleet);
+    let mut obu = stack.start_obu(Fleet::streamed(SPEEDUP));
     let topic = stack.topic().clone();
     let deadline = Instant::now() + Duration::from_secs(30);
     while topic.messages() < fixes as i64 / 3 {
@@ -72,6 +68,6 @@ fn receiver_killed_mid_stream_loses_and_doubles_no_fix() {
     assert_eq!(delivered, fixes, "the uplink delivered every fix: the backlog was sent");
     assert!(messages >= fixes as i64, "no fix is lost on the way to the topic");
     assert_eq!(distance_received as i64, messages, "the distance service read the whole topic");
-    assert!(expected.len() >= TRUCKS, "every truck is billed");
+    assert!(expected.len() >= Fleet::STREAMED_TRUCKS, "every truck is billed");
     assert!(diffs.is_empty(), "{} of {} OBU-periods differ", diffs.len(), expected.len());
 }

@@ -38,6 +38,18 @@ pub enum Fleet {
     Synthetic { trucks: usize, duration_s: u64, speedup: f64 },
 }
 
+impl Fleet {
+    /// Trucks of the fleet the interruption tests stream.
+    pub const STREAMED_TRUCKS: usize = 30;
+
+    /// The fleet the interruption tests stream: 30 trucks, one fix a second
+    /// for 900 simulated seconds (26,506 fixes with its signal gaps); at
+    /// `speedup` 45 it streams in about 20 s, at 0 as fast as possible.
+    pub fn streamed(speedup: f64) -> Fleet {
+        Fleet::Synthetic { trucks: Fleet::STREAMED_TRUCKS, duration_s: 900, speedup }
+    }
+}
+
 /// Where the services of one split run find each other and keep their state.
 #[derive(Clone, Debug)]
 pub struct Wiring {

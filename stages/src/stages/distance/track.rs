@@ -255,11 +255,6 @@ impl Track {
         self.chord = chord;
     }
 
-    /// Whether billing has started.
-    pub fn has_anchor(&self) -> bool {
-        self.anchor.is_some()
-    }
-
     /// The chord of the last billed segment.
     pub fn chord(&self) -> Option<Chord> {
         self.chord
