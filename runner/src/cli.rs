@@ -10,6 +10,7 @@ use stages::telemetry::Telemetry;
 use crate::config;
 use crate::graph::Graph;
 use crate::logging::LogFormat;
+use crate::otel::Otel;
 use crate::topology::{self, Outcome};
 
 #[derive(Debug, Parser)]
@@ -43,8 +44,10 @@ pub enum Command {
 
 /// Does what the command line asks.
 pub fn execute(cli: Cli) -> ExitCode {
-    let graph = match config::load(&cli.pipeline).and_then(Graph::build) {
-        Ok(graph) => graph,
+    let loaded = config::load_pipeline(&cli.pipeline)
+        .and_then(|pipeline| Ok((Graph::build(pipeline.declarations)?, pipeline.telemetry)));
+    let (graph, telemetry_settings) = match loaded {
+        Ok(loaded) => loaded,
         Err(diagnostics) => {
             eprintln!("{diagnostics}");
             return ExitCode::from(2);
@@ -63,7 +66,7 @@ pub fn execute(cli: Cli) -> ExitCode {
                 drain_timeout: Duration::from_secs(cli.drain_timeout_s),
                 ..topology::Options::default()
             };
-            run(graph, options)
+            run(graph, options, telemetry_settings)
         }
     }
 }
@@ -81,7 +84,11 @@ fn print_out(text: &str) -> ExitCode {
     }
 }
 
-fn run(graph: Graph, options: topology::Options) -> ExitCode {
+fn run(
+    graph: Graph,
+    options: topology::Options,
+    telemetry_settings: config::TelemetrySettings,
+) -> ExitCode {
     // Each OBU connection is a file descriptor; take what the system allows.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
         tracing::warn!(%error, "cannot raise the open-file limit");
@@ -95,6 +102,14 @@ fn run(graph: Graph, options: topology::Options) -> ExitCode {
     };
     runtime.block_on(async move {
         let telemetry = Telemetry::new();
+        let otel = match Otel::start(&telemetry_settings, &telemetry).await {
+            Ok(otel) => otel,
+            Err(error) => {
+                let error = stages::error_chain(&error);
+                tracing::error!(%error, "telemetry did not start");
+                return ExitCode::FAILURE;
+            }
+        };
         let running = match topology::start(graph, &telemetry, options) {
             Ok(running) => running,
             Err(error) => {
@@ -105,6 +120,7 @@ fn run(graph: Graph, options: topology::Options) -> ExitCode {
         };
         tracing::info!("pipeline running");
         let outcome = running.run_until(stop_signal()).await;
+        otel.shutdown().await;
         log_summary(&telemetry);
         match outcome {
             Outcome::Completed => {

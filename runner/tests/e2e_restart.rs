@@ -154,10 +154,10 @@ fn runner_killed_after_a_replay_serves_the_same_invoices_after_restart() {
         "toll_component_rejected_events_total",
         &[("component", "aggregate"), ("reason", "duplicate_segment")],
     );
-    let billed_mm = metric(&base, "toll_billed_distance_mm_total", &aggregate);
+    let billed_m = metric(&base, "toll_billed_distance_meters_total", &aggregate);
     assert!(received > 0.0, "the second replay delivers segments again");
     assert_eq!(duplicates, received, "every segment of the second replay is a duplicate");
-    assert_eq!(billed_mm, 0.0, "nothing is billed twice");
+    assert_eq!(billed_m, 0.0, "nothing is billed twice");
     println!(
         "restart: {billed} of {} sampled invoices, {segments} segments replayed twice, {:.1} s",
         tracks.len(),

@@ -161,3 +161,16 @@ fn graph_prints_dot_with_event_kinds_on_edges() {
     assert!(dot.starts_with("digraph pipeline {"), "{dot}");
     assert!(dot.contains("\"distance\" -> \"aggregate\" [label=\"segment\"];"), "{dot}");
 }
+
+#[test]
+fn the_telemetry_table_is_checked_with_the_components() {
+    let dir = tempfile::tempdir().unwrap();
+    let good = format!("{GOOD}\n[telemetry]\nservice_name = \"v\"\nalways_trace = [\"obu-1\"]\n");
+    let (ok, _, stderr) = validate(dir.path(), &good, &[]);
+    assert!(ok, "{stderr}");
+
+    let bad = good.replace("service_name = \"v\"", "sampling_ratio = 1.5\nexport_every = 3");
+    let (ok, _, stderr) = validate(dir.path(), &bad, &[]);
+    assert!(!ok);
+    assert!(stderr.contains("pipeline.toml:21:1: unknown field `export_every`"), "{stderr}");
+}

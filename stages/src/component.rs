@@ -194,15 +194,19 @@ impl Shutdown {
 pub struct Input {
     rx: mpsc::Receiver<Batch>,
     metrics: Option<ComponentMetrics>,
+    /// When the batch in hand was taken: asking for the next one ends its
+    /// processing time.
+    taken: Option<std::time::Instant>,
 }
 
 impl Input {
     pub fn new(rx: mpsc::Receiver<Batch>, metrics: Option<ComponentMetrics>) -> Self {
-        Input { rx, metrics }
+        Input { rx, metrics, taken: None }
     }
 
     /// The next batch, or `None` once every input is closed and drained.
     pub async fn recv(&mut self) -> Option<Batch> {
+        self.processed();
         let batch = self.rx.recv().await?;
         self.count(&batch);
         Some(batch)
@@ -220,9 +224,19 @@ impl Input {
         self.rx.len()
     }
 
-    fn count(&self, batch: &Batch) {
+    fn count(&mut self, batch: &Batch) {
         if let Some(metrics) = &self.metrics {
             metrics.received.add(batch.len() as u64);
+            metrics.queue_depth.set(self.rx.len() as i64);
+            // A batch taken without waiting joins the one in hand.
+            self.taken.get_or_insert_with(std::time::Instant::now);
+        }
+    }
+
+    /// Records how long the batch in hand took.
+    fn processed(&mut self) {
+        if let (Some(metrics), Some(taken)) = (&self.metrics, self.taken.take()) {
+            metrics.processing.observe(taken.elapsed());
         }
     }
 }

@@ -5,6 +5,7 @@
 //! - [`component`]: the traits each kind of component implements.
 //! - [`registry`]: the one table of component types the runner builds from.
 //! - [`telemetry`]: the shared metrics and health every component reports to.
+//! - [`otel`]: sampling and spans of traced fixes.
 //! - [`sources`], [`queues`], [`stages`], [`sinks`]: the components.
 
 pub mod ack;
@@ -13,6 +14,7 @@ pub mod event;
 pub mod geo;
 pub mod grpc;
 pub mod invoice;
+pub mod otel;
 pub mod registry;
 pub mod store;
 pub mod telemetry;

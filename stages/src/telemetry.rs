@@ -6,11 +6,22 @@
 //! hot loop adds to a counter it already holds and never looks one up. The
 //! registry renders itself in the Prometheus text format, and the health map
 //! tells which components are running, finished or failed.
+//!
+//! - `histogram`: latency histograms with fixed buckets.
+//! - `names`: how registry names become OpenTelemetry instruments.
+
+mod histogram;
+pub mod names;
+
+pub use histogram::{Histogram, HistogramSnapshot, BOUNDS_S};
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::SystemTime;
+
+use crate::otel::Tracer;
 
 /// A monotonically increasing count.
 #[derive(Clone, Debug, Default)]
@@ -62,18 +73,55 @@ type Labels = Vec<(&'static str, String)>;
 struct Registry {
     counters: BTreeMap<(&'static str, Labels), Counter>,
     gauges: BTreeMap<(&'static str, Labels), Gauge>,
+    histograms: BTreeMap<(&'static str, Labels), Histogram>,
     health: BTreeMap<String, ComponentState>,
 }
 
 /// Shared by every component of a running pipeline.
-#[derive(Clone, Default)]
+#[derive(Clone)]
 pub struct Telemetry {
     registry: Arc<Mutex<Registry>>,
+    tracer: Tracer,
+    /// When counting began, the start of every cumulative series.
+    started: SystemTime,
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        let registry: Arc<Mutex<Registry>> = Arc::default();
+        let dropped = Counter::default();
+        let key = ("toll_trace_spans_dropped_total", Labels::new());
+        registry.lock().unwrap_or_else(|e| e.into_inner()).counters.insert(key, dropped.clone());
+        Telemetry { registry, tracer: Tracer::new(dropped), started: SystemTime::now() }
+    }
 }
 
 impl Telemetry {
     pub fn new() -> Self {
         Self::default()
+    }
+
+    /// Where components record the spans of traced fixes.
+    pub fn tracer(&self) -> &Tracer {
+        &self.tracer
+    }
+
+    /// When counting began.
+    pub fn started(&self) -> SystemTime {
+        self.started
+    }
+
+    /// Registers (or finds) a latency histogram. Call it when a component
+    /// starts, or per request where the labels are only known then.
+    pub fn histogram(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Histogram {
+        let key = (name, own(labels));
+        self.lock().histograms.entry(key).or_default().clone()
+    }
+
+    /// Counts a reload of the pipeline file: `applied`, `unchanged`,
+    /// `rejected` or `failed`.
+    pub fn reload(&self, outcome: &str) {
+        self.counter("toll_reloads_total", &[("outcome", outcome)]).add(1);
     }
 
     /// Registers (or finds) a counter. Call it when a component starts, not per event.
@@ -97,6 +145,8 @@ impl Telemetry {
             received: self.counter("toll_component_received_events_total", &labels),
             sent: self.counter("toll_component_sent_events_total", &labels),
             errors: self.counter("toll_component_errors_total", &labels),
+            processing: self.histogram("toll_component_processing_duration_seconds", &labels),
+            queue_depth: self.gauge("toll_component_queue_depth", &labels),
         }
     }
 
@@ -161,7 +211,13 @@ impl Telemetry {
                 let _ = writeln!(out, "# TYPE {name} counter");
                 last = name;
             }
-            let _ = writeln!(out, "{name}{} {}", render_labels(labels), counter.get());
+            let scale = names::scale(name);
+            let labels = render_labels(labels);
+            if scale == 1.0 {
+                let _ = writeln!(out, "{name}{labels} {}", counter.get());
+            } else {
+                let _ = writeln!(out, "{name}{labels} {}", counter.get() as f64 * scale);
+            }
         }
         for ((name, labels), gauge) in &registry.gauges {
             if *name != last {
@@ -170,7 +226,35 @@ impl Telemetry {
             }
             let _ = writeln!(out, "{name}{} {}", render_labels(labels), gauge.get());
         }
+        for ((name, labels), histogram) in &registry.histograms {
+            if *name != last {
+                let _ = writeln!(out, "# TYPE {name} histogram");
+                last = name;
+            }
+            render_histogram(&mut out, name, labels, &histogram.snapshot());
+        }
         out
+    }
+
+    /// Every metric's current value, for exporters.
+    pub fn samples(&self) -> Vec<Sample> {
+        let registry = self.lock();
+        let counters = registry.counters.iter().map(|((name, labels), c)| Sample {
+            name,
+            labels: labels.clone(),
+            value: Value::Counter(c.get() as f64 * names::scale(name)),
+        });
+        let gauges = registry.gauges.iter().map(|((name, labels), g)| Sample {
+            name,
+            labels: labels.clone(),
+            value: Value::Gauge(g.get()),
+        });
+        let histograms = registry.histograms.iter().map(|((name, labels), h)| Sample {
+            name,
+            labels: labels.clone(),
+            value: Value::Histogram(h.snapshot()),
+        });
+        counters.chain(gauges).chain(histograms).collect()
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Registry> {
@@ -194,6 +278,39 @@ fn render_labels(labels: &Labels) -> String {
     format!("{{{}}}", body.join(","))
 }
 
+fn render_histogram(out: &mut String, name: &str, labels: &Labels, h: &HistogramSnapshot) {
+    let with_le = |le: &str| {
+        let mut all = labels.clone();
+        all.push(("le", le.to_owned()));
+        render_labels(&all)
+    };
+    let mut cumulative = 0;
+    for (bound, count) in BOUNDS_S.iter().zip(&h.buckets) {
+        cumulative += count;
+        let _ = writeln!(out, "{name}_bucket{} {cumulative}", with_le(&bound.to_string()));
+    }
+    let _ = writeln!(out, "{name}_bucket{} {}", with_le("+Inf"), h.count);
+    let _ = writeln!(out, "{name}_sum{} {}", render_labels(labels), h.sum_s);
+    let _ = writeln!(out, "{name}_count{} {}", render_labels(labels), h.count);
+}
+
+/// One metric series and its value, as exporters read it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Sample {
+    /// The registry name, as rendered for Prometheus.
+    pub name: &'static str,
+    pub labels: Vec<(&'static str, String)>,
+    pub value: Value,
+}
+
+/// The value of a series: counters already scaled to the unit of their name.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Value {
+    Counter(f64),
+    Gauge(i64),
+    Histogram(HistogramSnapshot),
+}
+
 /// What one component did, for the summary logged when a pipeline stops.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct ComponentSummary {
@@ -213,6 +330,10 @@ pub struct ComponentMetrics {
     pub received: Counter,
     pub sent: Counter,
     pub errors: Counter,
+    /// Time spent on one batch, from taking it to being ready for the next.
+    pub processing: Histogram,
+    /// Batches waiting in the component's input channel.
+    pub queue_depth: Gauge,
 }
 
 impl ComponentMetrics {
@@ -237,6 +358,11 @@ impl ComponentMetrics {
     pub fn telemetry(&self) -> &Telemetry {
         &self.telemetry
     }
+
+    /// The component's name, as its metrics are labelled.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
 }
 
 #[cfg(test)]
@@ -256,5 +382,26 @@ mod tests {
         assert!(text.contains(
             "toll_component_rejected_events_total{component=\"distance\",reason=\"duplicate\"} 2"
         ));
+    }
+
+    #[test]
+    fn histograms_and_scaled_counters_render_as_prometheus_reads_them() {
+        let telemetry = Telemetry::new();
+        let metrics = telemetry.component("gateway", "sink", "gateway");
+        metrics.processing.observe(std::time::Duration::from_millis(3));
+        let labels = [("component", "aggregate")];
+        telemetry.counter("toll_billed_distance_meters_total", &labels).add(1_250);
+
+        let text = telemetry.render_prometheus();
+
+        let series = "component=\"gateway\",component_kind=\"sink\",component_type=\"gateway\"";
+        let name = "toll_component_processing_duration_seconds";
+        assert!(text.contains(&format!("# TYPE {name} histogram")), "{text}");
+        assert!(text.contains(&format!("{name}_bucket{{{series},le=\"0.0025\"}} 0")), "{text}");
+        assert!(text.contains(&format!("{name}_bucket{{{series},le=\"0.005\"}} 1")), "{text}");
+        assert!(text.contains(&format!("{name}_bucket{{{series},le=\"+Inf\"}} 1")), "{text}");
+        assert!(text.contains(&format!("{name}_count{{{series}}} 1")), "{text}");
+        let billed = "toll_billed_distance_meters_total{component=\"aggregate\"} 1.25";
+        assert!(text.contains(billed), "counted in mm, shown in m: {text}");
     }
 }

@@ -9,6 +9,7 @@
 
 mod diagnostic;
 mod location;
+pub mod telemetry;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -20,6 +21,7 @@ use stages::registry::{self, ComponentType};
 
 pub use diagnostic::{Diagnostic, Diagnostics};
 pub use location::{Location, Locator};
+pub use telemetry::TelemetrySettings;
 
 /// The prefix of environment variables that override pipeline file values.
 pub const ENV_PREFIX: &str = "TOLL_";
@@ -41,6 +43,53 @@ pub struct Declaration {
 pub struct InputRef {
     pub name: String,
     pub at: Option<Location>,
+}
+
+/// A whole pipeline file: its components and its `[telemetry]` table.
+#[derive(Debug)]
+pub struct Pipeline {
+    pub declarations: Vec<Declaration>,
+    pub telemetry: TelemetrySettings,
+}
+
+/// Reads a pipeline file with its telemetry settings; every problem found
+/// in either is reported at once.
+pub fn load_pipeline(path: &Path) -> Result<Pipeline, Diagnostics> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        Diagnostics::one(Diagnostic::general(format!(
+            "cannot read pipeline file {}: {e}",
+            path.display()
+        )))
+    })?;
+    let declarations = parse(path, &text, overrides());
+    let telemetry = parse_telemetry(path, &text);
+    match (declarations, telemetry) {
+        (Ok(declarations), Ok(telemetry)) => Ok(Pipeline { declarations, telemetry }),
+        (Err(mut found), Err(more)) => {
+            // Broken TOML is reported by both; once is enough.
+            for diagnostic in more.0 {
+                if !found.0.iter().any(|seen| seen.to_string() == diagnostic.to_string()) {
+                    found.push(diagnostic);
+                }
+            }
+            Err(found)
+        }
+        (Err(found), _) | (_, Err(found)) => Err(found),
+    }
+}
+
+/// Parses the `[telemetry]` table of pipeline text (defaults when absent).
+pub fn parse_telemetry(path: &Path, text: &str) -> Result<TelemetrySettings, Diagnostics> {
+    let file: Arc<Path> = Arc::from(PathBuf::from(path));
+    let doc = toml_edit::Document::parse(text.to_owned()).map_err(|e| {
+        let at = e.span().map(|s| location::location_of(&file, text, s.start));
+        Diagnostics::one(Diagnostic::new(at, format!("invalid TOML: {}", e.message().trim())))
+    })?;
+    let locator = Locator::new(file.clone(), text, &doc);
+    let mut table: toml::Table = toml::from_str(text).map_err(|e| {
+        Diagnostics::one(Diagnostic::general(format!("invalid TOML: {}", e.message().trim())))
+    })?;
+    telemetry::parse(&locator, table.remove(telemetry::TABLE))
 }
 
 /// Reads and parses a pipeline file; every problem found is reported at once.
@@ -86,10 +135,14 @@ pub fn parse(path: &Path, text: &str, env: Env) -> Result<Vec<Declaration>, Diag
     let mut found = Diagnostics::default();
     let mut declarations = Vec::new();
     for (key, value) in merged {
+        // Read by `parse_telemetry`.
+        if key == telemetry::TABLE {
+            continue;
+        }
         let Some(kind) = Kind::ALL.into_iter().find(|k| k.table() == key) else {
             found.push(Diagnostic::new(
                 locator.key(&[&key]),
-                format!("unknown table `{key}`; expected one of sources, queues, stages, sinks"),
+                format!("unknown table `{key}`; expected one of sources, queues, stages, sinks, telemetry"),
             ));
             continue;
         };

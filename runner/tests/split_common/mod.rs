@@ -5,7 +5,7 @@
 
 #![allow(dead_code)] // Each test file uses a different part of this module.
 
-mod pipelines;
+pub mod pipelines;
 mod service;
 
 use std::collections::BTreeMap;

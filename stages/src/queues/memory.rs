@@ -91,7 +91,7 @@ impl Queue for MemoryQueue {
             let Some(mut input) = input else {
                 return Ok(());
             };
-            let depth = cx.metrics.gauge("toll_queue_depth_batches");
+            let depth = &cx.metrics.queue_depth;
             while let Some(mut batch) = input.recv().await {
                 while batch.len() < self.max_batch_events {
                     let Some(next) = input.try_recv() else { break };

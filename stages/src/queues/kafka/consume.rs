@@ -19,10 +19,11 @@ use tokio::time::{Instant, Interval, MissedTickBehavior};
 use super::context::ConsumerHooks;
 use super::dead_letter::{DeadLetters, Poison};
 use super::offsets::{Offsets, Range};
-use super::produce::RECEIVED_MS_HEADER;
+use super::produce::{RECEIVED_MS_HEADER, TRACEPARENT_HEADER};
 use crate::ack::{Ack, AckSet, AckStatus};
 use crate::component::{ComponentError, Context, Output, RunResult};
-use crate::event::{Batch, Events, Fix, Millis};
+use crate::event::{Batch, Events, Fix, Millis, TraceContext};
+use crate::otel::{Span, SpanKind, Tracer};
 use crate::sources::websocket::wire;
 use crate::telemetry::Counter;
 
@@ -42,6 +43,7 @@ pub struct Reader {
     pub commit_interval: Duration,
     /// Whether a commit is under way.
     pub committing: Arc<AtomicBool>,
+    pub tracer: Tracer,
 }
 
 /// One message read: a fix, or poison.
@@ -49,6 +51,8 @@ struct Item {
     partition: i32,
     offset: i64,
     read: Result<Fix, Option<Poison>>,
+    /// The consume span of a traced fix.
+    span: Option<Span>,
 }
 
 /// A batch being gathered.
@@ -58,10 +62,12 @@ struct Gathering {
     ranges: Vec<Range>,
     poison: Vec<Poison>,
     poison_count: usize,
+    spans: Vec<Span>,
 }
 
 impl Gathering {
     fn push(&mut self, item: Item) {
+        self.spans.extend(item.span);
         match self.ranges.iter_mut().find(|r| r.partition == item.partition) {
             Some(range) => range.last = item.offset,
             None => self.ranges.push(Range {
@@ -123,10 +129,14 @@ impl Reader {
                 ranges: Vec::new(),
                 poison: Vec::new(),
                 poison_count: 0,
+                spans: Vec::new(),
             };
+            let started = Instant::now();
             batch.push(first);
             carry = self.gather(&mut batch, &mut scratch, &poisoned, cx).await;
-            if !self.hand_on(batch, &output, &mut commit_tick, cx).await {
+            let handed_on = self.hand_on(batch, &output, &mut commit_tick, cx).await;
+            cx.metrics.processing.observe(started.elapsed());
+            if !handed_on {
                 tracing::warn!(queue = %cx.name, "every consumer stopped; kafka consumer stops");
                 break;
             }
@@ -185,13 +195,31 @@ impl Reader {
             Ok(()) => scratch.pop().ok_or_else(|| "message holds no fix".to_owned()),
             Err(error) => Err(error.to_string()),
         };
+        let mut span = None;
+        let read = read.map(|mut fix| {
+            fix.ctx.trace = fix.ctx.trace.or_else(|| traceparent(message));
+            span = self.consume_span(&mut fix, partition, offset);
+            fix
+        });
         let read = read.map_err(|error| {
             poisoned.add(1);
             let topic = &self.topic;
             tracing::warn!(%topic, partition, offset, error, "kafka message is not a fix");
             self.dead_letters.keeps_poison().then(|| Poison { message: message.detach(), error })
         });
-        Item { partition, offset, read }
+        Item { partition, offset, read, span }
+    }
+
+    /// Opens the consume span of a traced fix, a child of its produce span.
+    fn consume_span(&self, fix: &mut Fix, partition: i32, offset: i64) -> Option<Span> {
+        let mut span = self.tracer.start(&mut fix.ctx, "kafka.consume", SpanKind::Consumer)?;
+        span.set("messaging.system", "kafka");
+        span.set("messaging.operation.type", "receive");
+        span.set("messaging.destination.name", self.topic.as_str());
+        span.set("messaging.destination.partition.id", partition.to_string());
+        span.set("messaging.kafka.offset", offset);
+        span.set("obu.id", fix.obu_id.as_str());
+        Some(span)
     }
 
     /// Sends the batch on, committing meanwhile; false once nothing consumes.
@@ -202,7 +230,7 @@ impl Reader {
         commit_tick: &mut Interval,
         cx: &Context,
     ) -> bool {
-        let Gathering { generation, fixes, ranges, poison, .. } = batch;
+        let Gathering { generation, fixes, ranges, poison, spans, .. } = batch;
         self.offsets.open(generation, &ranges);
         let ack = self.batch_ack(generation, ranges, cx);
         self.dead_letters.send(poison, ack.clone());
@@ -231,6 +259,7 @@ impl Reader {
         if sent.is_err() {
             guard.fail();
         }
+        drop(spans);
         sent.is_ok()
     }
 
@@ -297,6 +326,13 @@ impl Reader {
             tracing::error!(%topic, %error, "closing the kafka consumer panicked");
         }
     }
+}
+
+/// The trace context the producer put in the message's headers.
+fn traceparent(message: &BorrowedMessage<'_>) -> Option<TraceContext> {
+    let headers = message.headers()?;
+    let header = headers.iter().find(|h| h.key == TRACEPARENT_HEADER)?;
+    crate::grpc::parse_traceparent(std::str::from_utf8(header.value?).ok()?)
 }
 
 /// When the fix was received: the producer's header, else the message time,

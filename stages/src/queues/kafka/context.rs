@@ -11,7 +11,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::{Offset, TopicPartitionList};
 
 use super::offsets::{Commit, Offsets};
-use crate::telemetry::{Counter, Gauge};
+use crate::telemetry::{Counter, Gauge, Telemetry};
 
 /// Forwards librdkafka's logs and errors to `tracing`, under the queue's name.
 #[derive(Clone)]
@@ -56,7 +56,47 @@ pub struct ConsumerHooks {
     pub topic: String,
     pub offsets: Offsets,
     pub committed: Counter,
-    pub lag: Gauge,
+    pub lag: LagGauges,
+}
+
+/// `toll_kafka_consumer_lag{component,topic,partition}`, one gauge per
+/// partition this consumer was told about.
+pub struct LagGauges {
+    telemetry: Telemetry,
+    component: String,
+    topic: String,
+    partitions: std::sync::Mutex<std::collections::HashMap<i32, Gauge>>,
+}
+
+impl LagGauges {
+    pub fn new(telemetry: &Telemetry, component: &str, topic: &str) -> Self {
+        LagGauges {
+            telemetry: telemetry.clone(),
+            component: component.to_owned(),
+            topic: topic.to_owned(),
+            partitions: Default::default(),
+        }
+    }
+
+    /// Sets the lag of the partitions listed; the others (revoked) go to 0.
+    fn set(&self, lags: &[(i32, i64)]) {
+        let mut partitions = self.partitions.lock().unwrap_or_else(|e| e.into_inner());
+        for gauge in partitions.values() {
+            gauge.set(0);
+        }
+        for &(partition, lag) in lags {
+            let gauge = partitions.entry(partition).or_insert_with(|| {
+                let partition = partition.to_string();
+                let labels = [
+                    ("component", self.component.as_str()),
+                    ("topic", self.topic.as_str()),
+                    ("partition", partition.as_str()),
+                ];
+                self.telemetry.gauge("toll_kafka_consumer_lag", &labels)
+            });
+            gauge.set(lag);
+        }
+    }
 }
 
 impl ClientContext for ConsumerHooks {
@@ -79,7 +119,7 @@ impl ClientContext for ConsumerHooks {
             .collect();
         lags.sort_unstable();
         let total: i64 = lags.iter().map(|(_, lag)| lag).sum();
-        self.lag.set(total);
+        self.lag.set(&lags);
         let mut per_partition = String::new();
         for (partition, lag) in &lags {
             let _ = write!(per_partition, "{}{partition}={lag}", sep(&per_partition));

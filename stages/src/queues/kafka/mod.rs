@@ -29,7 +29,7 @@ use futures::future::BoxFuture;
 
 use self::admin::TopicSpec;
 use self::consume::{KafkaConsumer, Reader};
-use self::context::{ClientLog, ConsumerHooks};
+use self::context::{ClientLog, ConsumerHooks, LagGauges};
 use self::dead_letter::DeadLetters;
 use self::offsets::Offsets;
 use self::produce::{Producer, Writer};
@@ -38,10 +38,11 @@ use crate::component::{
     RunResult, Signature,
 };
 use crate::event::EventKind;
+use crate::otel::Tracer;
 use crate::registry::{self, ComponentType};
 
 pub use self::config::KafkaQueueConfig;
-pub use self::produce::RECEIVED_MS_HEADER;
+pub use self::produce::{RECEIVED_MS_HEADER, TRACEPARENT_HEADER};
 
 pub const TYPE: ComponentType = ComponentType {
     name: "kafka",
@@ -74,7 +75,7 @@ impl ComponentConfig for KafkaQueueConfig {
             topic: self.topic.clone(),
             offsets: offsets.clone(),
             committed: metrics.counter("toll_kafka_committed_offsets_total"),
-            lag: metrics.gauge("toll_kafka_consumer_lag"),
+            lag: LagGauges::new(cx.telemetry, cx.name, &self.topic),
         };
         let consumer: KafkaConsumer = self
             .consumer_config()
@@ -82,6 +83,7 @@ impl ComponentConfig for KafkaQueueConfig {
             .map_err(|e| BuildError::with("cannot create the kafka consumer", e))?;
 
         Ok(Component::Queue(Box::new(KafkaQueue {
+            tracer: cx.telemetry.tracer().clone(),
             config: self.clone(),
             log,
             producer,
@@ -97,6 +99,7 @@ impl ComponentConfig for KafkaQueueConfig {
 }
 
 struct KafkaQueue {
+    tracer: Tracer,
     config: KafkaQueueConfig,
     log: ClientLog,
     producer: Producer,
@@ -167,6 +170,7 @@ impl KafkaQueue {
             producer: self.producer.clone(),
             topic: config.topic.clone(),
             max_in_flight_batches: config.max_in_flight_batches,
+            tracer: self.tracer.clone(),
         };
         let dead_letters = DeadLetters {
             producer: self.producer,
@@ -183,6 +187,7 @@ impl KafkaQueue {
             max_batch_wait: Duration::from_millis(config.max_batch_wait_ms),
             commit_interval: Duration::from_millis(config.commit_interval_ms),
             committing: Arc::default(),
+            tracer: self.tracer,
         };
         (writer, reader)
     }

@@ -17,12 +17,16 @@ use rdkafka::producer::{DeliveryFuture, FutureProducer, FutureRecord};
 use super::context::ClientLog;
 use crate::ack::AckSet;
 use crate::component::{Context, Input, RunResult};
-use crate::event::{Batch, Events, Fix};
+use crate::event::{Batch, Events, Fix, TraceContext};
+use crate::otel::{Span, SpanKind, Tracer};
 use crate::sources::websocket::wire;
 use crate::telemetry::Counter;
 
 /// Header holding the fix's `received_ms`, in decimal.
 pub const RECEIVED_MS_HEADER: &str = "toll-received-ms";
+
+/// Header holding the fix's W3C trace context, when it has one.
+pub const TRACEPARENT_HEADER: &str = "traceparent";
 
 /// How long to wait before offering a message again when librdkafka's local
 /// queue is full.
@@ -35,6 +39,7 @@ pub struct Writer {
     pub producer: Producer,
     pub topic: String,
     pub max_in_flight_batches: usize,
+    pub tracer: Tracer,
 }
 
 /// A batch's deliveries and the acknowledgements they release; a message
@@ -42,11 +47,14 @@ pub struct Writer {
 struct InFlight {
     deliveries: Vec<Result<DeliveryFuture, KafkaError>>,
     acks: AckSet,
+    /// Produce spans of the traced fixes, ended once the broker answered.
+    spans: Vec<Span>,
 }
 
 /// What became of one batch's messages.
 struct Settled {
     acks: AckSet,
+    spans: Vec<Span>,
     delivered: u64,
     failed: u64,
     first_error: Option<String>,
@@ -93,9 +101,10 @@ impl Writer {
             let (topic, kind) = (&self.topic, events.kind());
             tracing::error!(%topic, %kind, "kafka queue got non-fix events");
             acks.fail();
-            return InFlight { deliveries: Vec::new(), acks };
+            return InFlight { deliveries: Vec::new(), acks, spans: Vec::new() };
         };
         let mut deliveries = Vec::with_capacity(fixes.len());
+        let mut spans = Vec::new();
         for fix in &fixes {
             // Shortcoming: serde_json is built without `float_roundtrip`, so a
             // coordinate with 16-17 significant digits may come back from the
@@ -108,17 +117,39 @@ impl Writer {
                 tracing::warn!(%obu_id, %error, "fix cannot be written to kafka");
                 continue;
             }
-            deliveries.push(self.enqueue(fix, value).await);
+            let mut ctx = fix.ctx;
+            if let Some(span) = self.tracer.start(&mut ctx, "kafka.produce", SpanKind::Producer) {
+                spans.push(self.describe(span, fix));
+            }
+            deliveries.push(self.enqueue(fix, ctx.trace, value).await);
         }
-        InFlight { deliveries, acks }
+        InFlight { deliveries, acks, spans }
+    }
+
+    fn describe(&self, mut span: Span, fix: &Fix) -> Span {
+        span.set("messaging.system", "kafka");
+        span.set("messaging.operation.type", "send");
+        span.set("messaging.destination.name", self.topic.as_str());
+        span.set("obu.id", fix.obu_id.as_str());
+        span
     }
 
     /// Queues one message, waiting while librdkafka's local queue is full.
-    async fn enqueue(&self, fix: &Fix, value: &[u8]) -> Result<DeliveryFuture, KafkaError> {
+    async fn enqueue(
+        &self,
+        fix: &Fix,
+        trace: Option<TraceContext>,
+        value: &[u8],
+    ) -> Result<DeliveryFuture, KafkaError> {
         let received = fix.ctx.received_ms.to_string();
+        let traceparent = trace.map(|t| crate::grpc::traceparent(&t));
         loop {
-            let headers = OwnedHeaders::new_with_capacity(1)
+            let mut headers = OwnedHeaders::new_with_capacity(2)
                 .insert(Header { key: RECEIVED_MS_HEADER, value: Some(received.as_str()) });
+            if let Some(traceparent) = &traceparent {
+                headers = headers
+                    .insert(Header { key: TRACEPARENT_HEADER, value: Some(traceparent.as_str()) });
+            }
             let record = FutureRecord::to(&self.topic)
                 .key(fix.obu_id.as_bytes())
                 .payload(value)
@@ -149,13 +180,25 @@ impl Writer {
         }
         let delivered = settled.delivered;
         tracing::trace!(queue = %cx.name, delivered, "kafka batch acknowledged");
+        for mut span in settled.spans {
+            if let Some(error) = &settled.first_error {
+                span.fail(error.clone());
+            }
+            span.end();
+        }
         drop(settled.acks);
     }
 }
 
 impl InFlight {
     async fn wait(self) -> Settled {
-        let mut settled = Settled { acks: self.acks, delivered: 0, failed: 0, first_error: None };
+        let mut settled = Settled {
+            acks: self.acks,
+            spans: self.spans,
+            delivered: 0,
+            failed: 0,
+            first_error: None,
+        };
         for delivery in self.deliveries {
             let error = match delivery {
                 Ok(pending) => match pending.await {

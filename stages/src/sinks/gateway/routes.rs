@@ -176,13 +176,22 @@ async fn observe(
     next: Next,
 ) -> Response {
     let route = matched.as_ref().map_or("unknown", MatchedPath::as_str).to_owned();
+    let method = request.method().clone();
     let started = Instant::now();
     let response = next.run(request).await;
+    let elapsed = started.elapsed();
 
     let status = response.status();
     let labels = [("component", &*state.component), ("route", &route), ("status", status.as_str())];
     state.telemetry.counter("toll_gateway_requests_total", &labels).add(1);
-    let latency_us = u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX);
+    let labels = [
+        ("component", &*state.component),
+        ("http_route", &route),
+        ("http_request_method", method.as_str()),
+        ("http_response_status_code", status.as_str()),
+    ];
+    state.telemetry.histogram("http_server_request_duration_seconds", &labels).observe(elapsed);
+    let latency_us = u64::try_from(elapsed.as_micros()).unwrap_or(u64::MAX);
     let status = status.as_u16();
     debug!(component = %state.component, route, status, latency_us, "request served");
     response

@@ -11,7 +11,8 @@ use crate::component::{Context, Input, RunResult};
 use crate::event::{Batch, Events, Segment};
 use crate::grpc::proto::aggregator_client::AggregatorClient;
 use crate::grpc::proto::{DeliverReply, SegmentBatch};
-use crate::grpc::{segment_to_proto, Backoff, WarnLimiter};
+use crate::grpc::{segment_to_proto, traceparent, Backoff, WarnLimiter};
+use crate::otel::{Span, SpanKind};
 use crate::telemetry::Counter;
 
 /// Failed calls are logged at most this often during an outage.
@@ -129,10 +130,11 @@ impl Deliverer {
 
     /// Calls until the aggregator confirms, or until the shutdown grace is
     /// over; dropping the group then releases or fails its acknowledgements.
-    async fn deliver(&mut self, group: Group, link: &mut Link, cx: &Context) {
+    async fn deliver(&mut self, mut group: Group, link: &mut Link, cx: &Context) {
         if group.segments.is_empty() {
             return;
         }
+        let mut spans = self.send_spans(&mut group.segments, cx);
         loop {
             match self.call(&group.segments, link).await {
                 Ok(reply) => {
@@ -150,6 +152,7 @@ impl Deliverer {
                 let component = &cx.name;
                 warn!(%component, segments, "shutdown grace over; failing undelivered segments");
                 group.acks.fail();
+                spans.iter_mut().for_each(|span| span.fail("shutdown grace over"));
                 link.given_up = true;
                 return;
             }
@@ -157,12 +160,39 @@ impl Deliverer {
         }
     }
 
+    /// Opens the client span of every traced segment, which each segment's
+    /// wire form then names as its parent; they end when dropped, once the
+    /// segments are delivered or given up.
+    fn send_spans(&self, segments: &mut [Segment], cx: &Context) -> Vec<Span> {
+        let tracer = cx.metrics.telemetry().tracer();
+        let mut spans = Vec::new();
+        for segment in segments {
+            if let Some(mut span) = tracer.start(&mut segment.ctx, "grpc.send", SpanKind::Client) {
+                span.set("rpc.system", "grpc");
+                span.set("rpc.service", "toll.v1.Aggregator");
+                span.set("rpc.method", "Deliver");
+                span.set("server.address", self.url.as_str());
+                span.set("obu.id", segment.obu_id.as_str());
+                span.set("toll.segment.metres", segment.metres);
+                spans.push(span);
+            }
+        }
+        spans
+    }
+
     /// One `Deliver` call, cut short when the shutdown grace ends.
     async fn call(&self, segments: &[Segment], link: &Link) -> Result<DeliverReply, Status> {
         link.calls.add(1);
         let batch = SegmentBatch { segments: segments.iter().map(segment_to_proto).collect() };
+        let mut request = tonic::Request::new(batch);
+        // Each segment names its own parent; the call carries the first
+        // traced one, for whatever sits between the two processes.
+        let first_traced = segments.iter().find_map(|s| s.ctx.trace.filter(|t| t.sampled));
+        if let Some(value) = first_traced.and_then(|t| traceparent(&t).parse().ok()) {
+            request.metadata_mut().insert("traceparent", value);
+        }
         let mut client = self.client.clone();
-        let call = client.deliver(batch);
+        let call = client.deliver(request);
         let reply = match link.deadline {
             None => call.await,
             Some(deadline) => tokio::time::timeout_at(deadline.into(), call)

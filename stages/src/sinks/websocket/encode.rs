@@ -57,7 +57,7 @@ impl Format {
     pub fn encode(self, fix: &Fix) -> Result<Box<[u8]>, Refusal> {
         let mut buf = Vec::with_capacity(96);
         match self {
-            Format::Native => wire::write_native_json(fix, &mut buf)?,
+            Format::Native => wire::write_native_json_traced(fix, &mut buf)?,
             Format::Legacy => {
                 let obu_id = legacy_id(&fix.obu_id)
                     .ok_or_else(|| Refusal::NotLegacyId(fix.obu_id.to_string()))?;

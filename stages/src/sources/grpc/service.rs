@@ -8,7 +8,7 @@ use tracing::warn;
 
 use crate::ack::{Ack, AckSet, AckStatus};
 use crate::component::{Context, Output};
-use crate::event::{Batch, Events};
+use crate::event::{Batch, Events, Segment};
 use crate::grpc::proto::aggregator_server::Aggregator;
 use crate::grpc::proto::{
     CurrentPeriodReply, CurrentPeriodRequest, DeliverReply, InvoiceReply, InvoiceRequest,
@@ -16,8 +16,9 @@ use crate::grpc::proto::{
 };
 use crate::grpc::{invoice_to_proto, segment_from_proto, WarnLimiter};
 use crate::invoice::InvoiceBook;
+use crate::otel::{Span, SpanKind, Tracer};
 use crate::sinks::gateway::valid_period;
-use crate::telemetry::Counter;
+use crate::telemetry::{Counter, Histogram};
 
 /// Rejected segments and failed calls are logged at most this often.
 const WARN_EVERY: Duration = Duration::from_secs(10);
@@ -29,6 +30,7 @@ pub(super) struct AggregatorService {
     component: Arc<str>,
     counters: Counters,
     warn_limit: Mutex<WarnLimiter>,
+    tracer: Tracer,
 }
 
 /// Registered once, when the source starts.
@@ -38,6 +40,7 @@ struct Counters {
     period_calls: Counter,
     errors: Counter,
     rejected: Counter,
+    processing: Histogram,
 }
 
 impl AggregatorService {
@@ -53,9 +56,12 @@ impl AggregatorService {
             period_calls: calls("CurrentPeriod"),
             errors: cx.metrics.errors.clone(),
             rejected: cx.metrics.rejected("invalid_segment"),
+            processing: cx.metrics.processing.clone(),
         };
         let warn_limit = Mutex::new(WarnLimiter::new(WARN_EVERY));
-        AggregatorService { output, book, component: Arc::clone(&cx.name), counters, warn_limit }
+        let tracer = cx.metrics.telemetry().tracer().clone();
+        let component = Arc::clone(&cx.name);
+        AggregatorService { output, book, component, counters, warn_limit, tracer }
     }
 
     fn book(&self) -> Result<&dyn InvoiceBook, Status> {
@@ -73,19 +79,21 @@ impl AggregatorService {
     }
 }
 
-#[tonic::async_trait]
-impl Aggregator for AggregatorService {
-    async fn deliver(
-        &self,
-        request: Request<SegmentBatch>,
-    ) -> Result<Response<DeliverReply>, Status> {
-        self.counters.deliver_calls.add(1);
+impl AggregatorService {
+    /// Hands a delivered batch to the aggregate and answers once it is
+    /// persisted. Each traced segment gets a server span, a child of the
+    /// client span its wire form names, ended with the answer.
+    async fn take(&self, request: Request<SegmentBatch>) -> Result<Response<DeliverReply>, Status> {
         let wire = request.into_inner().segments;
         let mut segments = Vec::with_capacity(wire.len());
+        let mut spans = Vec::new();
         let mut rejected = 0;
         for segment in wire {
             match segment_from_proto(segment) {
-                Ok(segment) => segments.push(segment),
+                Ok(mut segment) => {
+                    spans.extend(self.receive_span(&mut segment));
+                    segments.push(segment);
+                }
                 Err(error) => {
                     rejected += 1;
                     self.warn("segment refused", &error.to_string());
@@ -114,6 +122,30 @@ impl Aggregator for AggregatorService {
                 Err(Status::unavailable("the segments were not persisted; send them again"))
             }
         }
+    }
+
+    fn receive_span(&self, segment: &mut Segment) -> Option<Span> {
+        let mut span = self.tracer.start(&mut segment.ctx, "grpc.receive", SpanKind::Server)?;
+        span.set("rpc.system", "grpc");
+        span.set("rpc.service", "toll.v1.Aggregator");
+        span.set("rpc.method", "Deliver");
+        span.set("obu.id", segment.obu_id.as_str());
+        span.set("toll.segment.metres", segment.metres);
+        Some(span)
+    }
+}
+
+#[tonic::async_trait]
+impl Aggregator for AggregatorService {
+    async fn deliver(
+        &self,
+        request: Request<SegmentBatch>,
+    ) -> Result<Response<DeliverReply>, Status> {
+        self.counters.deliver_calls.add(1);
+        let started = std::time::Instant::now();
+        let replied = self.take(request).await;
+        self.counters.processing.observe(started.elapsed());
+        replied
     }
 
     async fn get_invoice(

@@ -13,6 +13,7 @@ use tokio::time::Instant;
 use super::progress::Progress;
 use crate::component::{Context, Output};
 use crate::event::{Batch, Events, Fix, Millis};
+use crate::otel::{Span, SpanKind, Tracer};
 
 /// Fixes in sending order, each due at a simulated time.
 pub trait Feed: Send {
@@ -93,17 +94,41 @@ pub async fn run(
             Millis::MAX
         };
 
+        let started = std::time::Instant::now();
         feed.fill(&mut scratch, batch_size, until_ms);
-        let fixes = take_batch(&mut scratch, batch_size);
+        let mut fixes = take_batch(&mut scratch, batch_size);
         if fixes.is_empty() {
             tokio::task::yield_now().await;
             continue;
         }
         progress.advance(fixes.len() as u64);
-        if output.send(Batch::unacked(Events::Fixes(fixes))).await.is_err() {
+        let spans = sample(cx.metrics.telemetry().tracer(), &mut fixes);
+        let sent = output.send(Batch::unacked(Events::Fixes(fixes))).await;
+        drop(spans);
+        cx.metrics.processing.observe(started.elapsed());
+        if sent.is_err() {
             return Outcome::Closed;
         }
     }
+}
+
+/// Makes the entry's sampling decision for each new fix and opens the emit
+/// span of each one sampled; the spans end when dropped, once sent.
+fn sample(tracer: &Tracer, fixes: &mut [Fix]) -> Vec<Span> {
+    let sampler = tracer.sampler();
+    if !sampler.is_active() {
+        return Vec::new();
+    }
+    let mut spans = Vec::new();
+    for fix in fixes {
+        fix.ctx.trace = sampler.decide(&fix.obu_id, fix.ctx.trace);
+        if let Some(mut span) = tracer.start(&mut fix.ctx, "obu_sim.emit", SpanKind::Producer) {
+            span.set("obu.id", fix.obu_id.as_str());
+            span.set("toll.fix.time_ms", fix.ts_ms);
+            spans.push(span);
+        }
+    }
+    spans
 }
 
 /// Hands out the filled scratch vector. A full one is given away whole (no

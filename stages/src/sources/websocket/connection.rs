@@ -19,7 +19,8 @@ use super::server::Shared;
 use super::wire::{self, FrameError};
 use crate::ack::{Ack, AckSet, AckStatus};
 use crate::component::Shutdown;
-use crate::event::{Batch, Events, Fix, Millis};
+use crate::event::{Batch, Events, Fix, Millis, TraceContext};
+use crate::otel::{Span, SpanKind};
 use crate::telemetry::Gauge;
 
 /// How long a closing connection waits for the client to hang up.
@@ -32,10 +33,10 @@ pub(super) async fn serve(
     shared: &Shared,
     mut stop: Shutdown,
 ) {
-    let ws = tokio::select! {
+    let (ws, upgrade_trace) = tokio::select! {
         _ = stop.requested() => return,
         handshake = timeout(HANDSHAKE_TIMEOUT, handshake(stream, shared)) => match handshake {
-            Ok(Ok(ws)) => ws,
+            Ok(Ok(upgraded)) => upgraded,
             Ok(Err(error)) => {
                 tracing::debug!(%peer, %error, "websocket handshake failed");
                 return;
@@ -50,7 +51,8 @@ pub(super) async fn serve(
     let _open = OpenConnection::new(&shared.metrics.open);
     tracing::debug!(%peer, "websocket connection opened");
     let (replies_tx, replies) = mpsc::unbounded_channel();
-    let mut connection = Connection { ws, peer, shared, replies_tx, replies, frames: 0 };
+    let mut connection =
+        Connection { ws, peer, shared, replies_tx, replies, frames: 0, upgrade_trace };
     let end = connection.run(stop).await;
     connection.finish(end).await;
     tracing::debug!(%peer, "websocket connection closed");
@@ -60,11 +62,20 @@ pub(super) async fn serve(
 /// upgrade would otherwise hold a file descriptor for the whole idle timeout.
 const HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
 
-async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Ws, WsError> {
+/// Upgrades the connection; returns it with the trace context of the
+/// upgrade request's `traceparent` header, which every fix of the
+/// connection that brings none of its own continues.
+async fn handshake(
+    stream: TcpStream,
+    shared: &Shared,
+) -> Result<(Ws, Option<TraceContext>), WsError> {
     let path = shared.path.as_str();
+    let mut upgrade_trace = None;
     // The size of the refusal is fixed by tungstenite's callback signature.
     #[allow(clippy::result_large_err)]
     let check_path = |request: &Request, response: Response| {
+        let header = request.headers().get("traceparent").and_then(|v| v.to_str().ok());
+        upgrade_trace = header.and_then(crate::grpc::parse_traceparent);
         if request.uri().path() == path {
             return Ok(response);
         }
@@ -72,8 +83,10 @@ async fn handshake(stream: TcpStream, shared: &Shared) -> Result<Ws, WsError> {
         *refusal.status_mut() = StatusCode::NOT_FOUND;
         Err(refusal)
     };
-    tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(shared.ws_config))
-        .await
+    let ws =
+        tokio_tungstenite::accept_hdr_async_with_config(stream, check_path, Some(shared.ws_config))
+            .await?;
+    Ok((ws, upgrade_trace))
 }
 
 type Ws = WebSocketStream<TcpStream>;
@@ -98,6 +111,8 @@ struct Connection<'s> {
     replies: mpsc::UnboundedReceiver<Reply>,
     /// Data frames received so far; numbers the frames from 1.
     frames: u64,
+    /// The context of the upgrade request's `traceparent`, if it had one.
+    upgrade_trace: Option<TraceContext>,
 }
 
 impl Connection<'_> {
@@ -138,6 +153,13 @@ impl Connection<'_> {
 
     /// Parses a data frame and sends its fixes on, or answers with an error.
     async fn on_frame(&mut self, payload: &[u8]) -> Result<(), End> {
+        let started = std::time::Instant::now();
+        let handled = self.handle_frame(payload).await;
+        self.shared.metrics.processing.observe(started.elapsed());
+        handled
+    }
+
+    async fn handle_frame(&mut self, payload: &[u8]) -> Result<(), End> {
         self.frames += 1;
         let frame = self.frames;
         self.shared.metrics.frames.add(1);
@@ -164,8 +186,9 @@ impl Connection<'_> {
 
     /// Sends the fixes of one frame downstream as one acknowledged batch,
     /// waiting while the pipeline is full (the client waits meanwhile).
-    async fn forward(&mut self, frame: u64, fixes: Vec<Fix>) -> Result<(), End> {
+    async fn forward(&mut self, frame: u64, mut fixes: Vec<Fix>) -> Result<(), End> {
         let count = fixes.len();
+        let spans = self.sample(frame, &mut fixes);
         let replies = self.replies_tx.clone();
         let ack = Ack::new(move |status| {
             // The connection may be gone; its client then never hears of it.
@@ -180,6 +203,12 @@ impl Connection<'_> {
             ack.fail();
         }
         drop(ack);
+        for mut span in spans {
+            if sent.is_err() {
+                span.fail("pipeline stopped");
+            }
+            span.end();
+        }
 
         if sent.is_err() {
             self.shared.metrics.errors.add(1);
@@ -187,6 +216,27 @@ impl Connection<'_> {
             return Err(End::Close(CloseCode::Error, "pipeline stopped"));
         }
         Ok(())
+    }
+
+    /// Makes the entry's sampling decision for each fix and opens the
+    /// receive span of each one sampled.
+    fn sample(&self, frame: u64, fixes: &mut [Fix]) -> Vec<Span> {
+        let tracer = &self.shared.metrics.tracer;
+        let sampler = tracer.sampler();
+        let mut spans = Vec::new();
+        for fix in fixes {
+            fix.ctx.trace = sampler.decide(&fix.obu_id, fix.ctx.trace.or(self.upgrade_trace));
+            if let Some(mut span) =
+                tracer.start(&mut fix.ctx, "websocket.receive", SpanKind::Server)
+            {
+                span.set("obu.id", fix.obu_id.as_str());
+                span.set("toll.fix.time_ms", fix.ts_ms);
+                span.set("toll.websocket.frame", frame as i64);
+                span.set("client.address", self.peer.ip().to_string());
+                spans.push(span);
+            }
+        }
+        spans
     }
 
     fn on_error(&self, error: WsError) -> End {

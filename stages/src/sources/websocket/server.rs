@@ -14,7 +14,8 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use super::connection;
 use super::WebsocketConfig;
 use crate::component::{BuildError, ComponentError, Context, Output, RunResult, Shutdown, Source};
-use crate::telemetry::{ComponentMetrics, Counter, Gauge};
+use crate::otel::Tracer;
+use crate::telemetry::{ComponentMetrics, Counter, Gauge, Histogram};
 
 /// Connections the kernel queues before they are accepted; thousands of OBUs
 /// reconnect at once after a restart.
@@ -92,6 +93,8 @@ pub(super) struct Metrics {
     pub too_large: Counter,
     pub refused: Counter,
     pub errors: Counter,
+    pub processing: Histogram,
+    pub tracer: Tracer,
 }
 
 impl Metrics {
@@ -104,6 +107,8 @@ impl Metrics {
             too_large: metrics.rejected("frame_too_large"),
             refused: metrics.counter("toll_websocket_refused_connections_total"),
             errors: metrics.errors.clone(),
+            processing: metrics.processing.clone(),
+            tracer: metrics.telemetry().tracer().clone(),
         }
     }
 }

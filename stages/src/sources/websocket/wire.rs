@@ -7,6 +7,9 @@
 //! - the old Go OBU: `{"obuID": 17, "lat": 50.1, "long": 11.9}`, which carries no
 //!   time, so the time the frame was received stands in for the fix time.
 //!
+//! A native fix may carry a W3C `traceparent`, which makes its trace continue
+//! the OBU's (a malformed one is ignored, as W3C asks).
+//!
 //! Fields of other names are ignored, so newer OBUs may add some. Frames are
 //! parsed straight into [`Fix`]es: identifiers up to 24 bytes stay inline, so
 //! the only allocation per frame is the batch's vector.
@@ -19,7 +22,7 @@ use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visit
 use serde::{Deserialize, Serialize};
 
 use crate::ack::AckStatus;
-use crate::event::{EventContext, Fix, Millis, ObuId};
+use crate::event::{EventContext, Fix, Millis, ObuId, TraceContext};
 
 /// Why a frame was refused.
 #[derive(Debug, thiserror::Error)]
@@ -73,6 +76,7 @@ struct WireFix {
     lat: Option<f64>,
     lon: Option<f64>,
     long: Option<f64>,
+    traceparent: Option<WireTrace>,
 }
 
 impl WireFix {
@@ -97,8 +101,32 @@ impl WireFix {
             (None, None) => return Err("missing field `lon` (or `long`)"),
             (Some(_), Some(_)) => return Err("fields `lon` and `long` are both present"),
         };
-        let ctx = EventContext { received_ms, trace: None };
+        let trace = self.traceparent.and_then(|t| t.0);
+        let ctx = EventContext { received_ms, trace };
         Ok(Fix { obu_id, ts_ms, lat, lon, ctx })
+    }
+}
+
+/// A `traceparent` read without keeping the text; `None` when malformed.
+struct WireTrace(Option<TraceContext>);
+
+impl<'de> Deserialize<'de> for WireTrace {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TraceVisitor)
+    }
+}
+
+struct TraceVisitor;
+
+impl Visitor<'_> for TraceVisitor {
+    type Value = WireTrace;
+
+    fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("a W3C traceparent")
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Self::Value, E> {
+        Ok(WireTrace(crate::grpc::parse_traceparent(text)))
     }
 }
 
@@ -211,6 +239,8 @@ struct NativeFix<'a> {
     ts: &'a str,
     lat: f64,
     lon: f64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    traceparent: Option<String>,
 }
 
 impl<'a> NativeFix<'a> {
@@ -223,7 +253,7 @@ impl<'a> NativeFix<'a> {
         }
         *ts = time.to_rfc3339_opts(SecondsFormat::Millis, true);
         let ts: &'a String = ts;
-        Ok(NativeFix { obu_id: &fix.obu_id, ts, lat: fix.lat, lon: fix.lon })
+        Ok(NativeFix { obu_id: &fix.obu_id, ts, lat: fix.lat, lon: fix.lon, traceparent: None })
     }
 }
 
@@ -231,6 +261,17 @@ impl<'a> NativeFix<'a> {
 pub fn write_native_json(fix: &Fix, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
     let mut ts = String::new();
     let native = NativeFix::new(fix, &mut ts)?;
+    // Strings and finite numbers always serialize; the vector cannot refuse bytes.
+    let _ = serde_json::to_writer(buf, &native);
+    Ok(())
+}
+
+/// Like [`write_native_json`], with the fix's trace context as `traceparent`
+/// when it has one, so that the receiver continues its trace.
+pub fn write_native_json_traced(fix: &Fix, buf: &mut Vec<u8>) -> Result<(), EncodeError> {
+    let mut ts = String::new();
+    let mut native = NativeFix::new(fix, &mut ts)?;
+    native.traceparent = fix.ctx.trace.map(|t| crate::grpc::traceparent(&t));
     // Strings and finite numbers always serialize; the vector cannot refuse bytes.
     let _ = serde_json::to_writer(buf, &native);
     Ok(())

@@ -232,3 +232,28 @@ fn replies_are_json_objects() {
     assert_eq!(refusal["frame"], 5);
     assert_eq!(refusal["detail"], error.to_string());
 }
+
+#[test]
+fn a_traceparent_of_the_obu_becomes_the_fix_trace_context() {
+    let text = r#"[{"obu_id":"a","ts":"1970-01-01T00:00:01Z","lat":1,"lon":2,
+        "traceparent":"00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"},
+        {"obu_id":"a","ts":"1970-01-01T00:00:02Z","lat":1,"lon":2,"traceparent":"garbage"}]"#;
+
+    let fixes = parse(text).expect("valid");
+
+    let trace = fixes[0].ctx.trace.expect("traced");
+    assert_eq!(trace.trace_id, 0x4bf9_2f35_77b3_4da6_a3ce_929d_0e0e_4736);
+    assert_eq!((trace.span_id, trace.sampled), (0x00f0_67aa_0ba9_02b7, true));
+    assert_eq!(fixes[1].ctx.trace, None, "a malformed traceparent is ignored");
+}
+
+#[test]
+fn traced_native_json_carries_the_context_back_to_the_receiver() {
+    let mut traced = fix("a", 1_000, 1.0, 2.0);
+    traced.ctx.trace = Some(TraceContext { trace_id: 5, span_id: 6, sampled: true });
+    let mut buf = Vec::new();
+
+    write_native_json_traced(&traced, &mut buf).expect("encodable");
+
+    assert_eq!(parse(std::str::from_utf8(&buf).unwrap()).expect("valid"), vec![traced]);
+}

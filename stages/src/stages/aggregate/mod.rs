@@ -25,8 +25,10 @@ use crate::component::{
 };
 use crate::event::{Batch, EventKind, Events, ObuId, Segment, Total};
 use crate::invoice::SharedBook;
+use crate::otel::{Span, SpanKind, Tracer};
 use crate::registry::{self, ComponentType, FieldError, Validate};
 use crate::store::{BilledEnd, Durability, PeriodDelta, SqliteStore};
+use crate::telemetry::{ComponentMetrics, Counter};
 use period::PeriodClock;
 
 pub use book::{invoice_from, StoreBook};
@@ -163,15 +165,19 @@ impl Stage for Aggregate {
     ) -> BoxFuture<'static, RunResult> {
         Box::pin(async move {
             let duplicates = cx.metrics.rejected("duplicate_segment");
-            let billed_mm = cx.metrics.counter("toll_billed_distance_mm_total");
+            let billed = Billed::register(&cx.metrics, &self.currency);
+            let tracer = cx.metrics.telemetry().tracer().clone();
+            let active = cx.metrics.gauge("toll_active_obus");
             while let Some(first) = input.recv().await {
                 let mut acks = AckSet::default();
                 let mut sums = Sums::default();
                 let mut moved = Moved::default();
                 let mut next = Some(first);
                 let mut taken = 0;
-                while let Some(batch) = next.take() {
+                let mut spans = Vec::new();
+                while let Some(mut batch) = next.take() {
                     taken += batch.len();
+                    write_spans(&tracer, &mut batch, &mut spans);
                     duplicates.add(self.sum(batch, &mut sums, &mut moved, &mut acks));
                     if taken < self.max_group_segments {
                         next = input.try_recv();
@@ -183,7 +189,9 @@ impl Stage for Aggregate {
                 let totals = self.commit(sums, &moved, &acks).await.inspect_err(|_| {
                     cx.metrics.errors.add(1);
                 })?;
-                billed_mm.add(totals.1);
+                billed.add(&totals.0, totals.1);
+                active.set(self.marks.len() as i64);
+                drop(spans);
                 self.marks.extend(moved.into_iter().map(|(obu, end)| (obu, end.ts_ms)));
                 // The acknowledgements travel on with the totals: the events
                 // are persisted, and whoever reads the totals finishes them.
@@ -193,6 +201,48 @@ impl Stage for Aggregate {
             }
             Ok(())
         })
+    }
+}
+
+/// Opens the write span of every traced segment of a batch; the spans end
+/// once the group they joined is committed.
+fn write_spans(tracer: &Tracer, batch: &mut Batch, spans: &mut Vec<Span>) {
+    let Events::Segments(segments) = &mut batch.events else { return };
+    for segment in segments {
+        if let Some(mut span) =
+            tracer.start(&mut segment.ctx, "aggregate.write", SpanKind::Internal)
+        {
+            span.set("obu.id", segment.obu_id.as_str());
+            span.set("toll.segment.metres", segment.metres);
+            span.set("toll.segment.to_ms", segment.to_ms);
+            span.set("toll.segment.checkpoint", segment.checkpoint);
+            spans.push(span);
+        }
+    }
+}
+
+/// What the aggregate billed: distance in millimetres and the amount in
+/// millionths of its currency.
+struct Billed {
+    distance_mm: Counter,
+    amount_micros: Counter,
+}
+
+impl Billed {
+    fn register(metrics: &ComponentMetrics, currency: &str) -> Self {
+        let telemetry = metrics.telemetry();
+        let component = [("component", metrics.name())];
+        let with_currency = [("component", metrics.name()), ("currency", currency)];
+        Billed {
+            distance_mm: telemetry.counter("toll_billed_distance_meters_total", &component),
+            amount_micros: telemetry.counter("toll_billed_amount_total", &with_currency),
+        }
+    }
+
+    fn add(&self, totals: &[Total], distance_mm: u64) {
+        self.distance_mm.add(distance_mm);
+        let amount: f64 = totals.iter().map(|t| t.amount).sum();
+        self.amount_micros.add((amount * 1e6).round().max(0.0) as u64);
     }
 }
 

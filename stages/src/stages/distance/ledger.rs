@@ -48,6 +48,7 @@ pub(super) fn decide(
     outcomes: &Outcomes,
 ) {
     ledger.last_decided = Some(fix);
+    outcomes.traced.decided(&fix, &decision);
     match decision {
         Decision::Segment { from_ms, metres, chord, state } => {
             outcomes.billed.add(1);

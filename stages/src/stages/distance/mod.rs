@@ -13,6 +13,7 @@ pub mod acks;
 pub mod checks;
 mod ledger;
 pub mod reorder;
+mod traced;
 pub mod track;
 
 use std::sync::Arc;
@@ -180,6 +181,8 @@ struct Outcomes {
     billed: Counter,
     /// Fixes that started billing (an OBU's first, or a restart after a bad anchor).
     first: Counter,
+    /// The spans of traced fixes not decided yet.
+    traced: traced::TracedFixes,
 }
 
 impl Outcomes {
@@ -188,6 +191,7 @@ impl Outcomes {
             by_reason: Reason::ALL.map(|r| metrics.rejected(r.as_str())),
             billed: metrics.counter("toll_distance_billed_fixes_total"),
             first: metrics.counter("toll_distance_first_fixes_total"),
+            traced: traced::TracedFixes::new(metrics.telemetry().tracer().clone()),
         }
     }
 
@@ -247,19 +251,25 @@ impl Distance {
         // would move every segment several times.
         out.segments.reserve(fixes.len());
         for fix in fixes {
+            let mut ctx = fix.ctx;
+            let span = self.outcomes.traced.start(&fix, &mut ctx);
             if let Some(reason) = checks::check(&fix, self.skew) {
                 self.outcomes.count(reason);
+                traced::refused(span, reason);
                 continue;
             }
             let obu = self.obu_index(&fix.obu_id);
-            let pending =
-                Pending { ts_ms: fix.ts_ms, lat: fix.lat, lon: fix.lon, ctx: fix.ctx, slot };
+            let pending = Pending { ts_ms: fix.ts_ms, lat: fix.lat, lon: fix.lon, ctx, slot };
             match self.obus[obu as usize].buffer.admit(pending) {
                 Ok(()) => {
                     self.slots.hold(slot);
                     self.schedule.buffered(obu, fix.ctx.received_ms, self.window_ms);
+                    self.outcomes.traced.hold(span);
                 }
-                Err(reason) => self.outcomes.count(reason),
+                Err(reason) => {
+                    self.outcomes.count(reason);
+                    traced::refused(span, reason);
+                }
             }
         }
         self.slots.release(slot, &mut out.acks);
@@ -376,6 +386,7 @@ impl Stage for Distance {
     ) -> BoxFuture<'static, RunResult> {
         Box::pin(async move {
             let held = cx.metrics.gauge("toll_distance_held_fixes");
+            let active = cx.metrics.gauge("toll_active_obus");
             let mut tick = tokio::time::interval(Duration::from_secs(1));
             let mut last_input = Instant::now();
             let mut clock_at_last_input = self.clock_ms();
@@ -411,6 +422,7 @@ impl Stage for Distance {
                         let idle_ms = last_input.elapsed().as_millis() as i64;
                         self.advance_clock(clock_at_last_input + idle_ms, &mut out);
                         held.set(self.held() as i64);
+                        active.set(self.obus.len() as i64);
                     }
                 }
                 let sending = Instant::now();
