@@ -13,3 +13,4 @@ pub mod config;
 pub mod graph;
 pub mod logging;
 pub mod topology;
+pub mod watch;

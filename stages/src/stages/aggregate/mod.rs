@@ -112,16 +112,32 @@ impl ComponentConfig for AggregateConfig {
         let tz = self.tz().map_err(|e| BuildError::new(e.message))?;
         let path = crate::store::sqlite_path(&self.store)
             .map_err(|e| BuildError::with("bad store url", e))?;
-        let store = SqliteStore::open(&path, self.durability)
-            .map_err(|e| BuildError::with(format!("cannot open store {}", path.display()), e))?;
-        let marks = store.marks().map_err(|e| BuildError::with("cannot read the store", e))?;
-        let store = Arc::new(store);
+        // A reload that changed the price (or another setting) goes on with
+        // the same open store and marks; totals are kept per price, so the
+        // new price applies to what is billed from now on.
+        let previous = cx
+            .take_over::<Kept>()
+            .filter(|kept| kept.path == path && kept.durability == self.durability);
+        let (store, marks) = match previous {
+            Some(kept) => (kept.store, kept.marks),
+            None => {
+                let store = SqliteStore::open(&path, self.durability).map_err(|e| {
+                    BuildError::with(format!("cannot open store {}", path.display()), e)
+                })?;
+                let marks =
+                    store.marks().map_err(|e| BuildError::with("cannot read the store", e))?;
+                let marks = marks.into_iter().map(|(k, v)| (ObuId::from(k), v)).collect();
+                (Arc::new(store), marks)
+            }
+        };
         let book = SharedBook(Arc::new(StoreBook::new(store.clone(), tz)));
         cx.resources.publish(cx.name, Arc::new(book));
         Ok(Component::Stage(Box::new(Aggregate {
+            path,
+            durability: self.durability,
             store,
             clock: PeriodClock::new(tz),
-            marks: marks.into_iter().map(|(k, v)| (ObuId::from(k), v)).collect(),
+            marks,
             price_per_km: self.price_per_km,
             currency: self.currency.clone(),
             max_group_segments: self.max_group_segments,
@@ -130,6 +146,8 @@ impl ComponentConfig for AggregateConfig {
 }
 
 struct Aggregate {
+    path: std::path::PathBuf,
+    durability: Durability,
     store: Arc<SqliteStore>,
     clock: PeriodClock,
     /// End time of the last segment applied, per OBU, as committed.
@@ -137,6 +155,14 @@ struct Aggregate {
     price_per_km: f64,
     currency: String,
     max_group_segments: usize,
+}
+
+/// What a replaced aggregate leaves its successor.
+struct Kept {
+    path: std::path::PathBuf,
+    durability: Durability,
+    store: Arc<SqliteStore>,
+    marks: HashMap<ObuId, i64>,
 }
 
 /// Where each OBU's newest segment of a group ends.
@@ -191,6 +217,8 @@ impl Stage for Aggregate {
                     tracing::debug!("no consumer for totals");
                 }
             }
+            let Aggregate { path, durability, store, marks, .. } = *self;
+            cx.shutdown.leave(Kept { path, durability, store, marks });
             Ok(())
         })
     }
