@@ -115,6 +115,8 @@ struct Part {
 struct Retiring {
     name: String,
     instance: Instance,
+    /// The components it still sends to.
+    feeds: Vec<String>,
     /// Cleared once it exits, so that its consumers' channels can close;
     /// `None` when a successor shares it.
     wiring: Option<Wiring>,
@@ -138,6 +140,8 @@ pub struct Running {
     options: Options,
     next_instance: u64,
     reloads: u64,
+    /// Launched components waiting for their outputs to be wired.
+    waiting: Vec<oneshot::Sender<()>>,
 }
 
 /// A built component waiting to be started.
@@ -161,6 +165,7 @@ pub fn start(graph: Graph, telemetry: &Telemetry, options: Options) -> Result<Ru
         options,
         next_instance: 0,
         reloads: 0,
+        waiting: Vec::new(),
     };
     let mut channels = HashMap::new();
     for node in graph.nodes.iter().filter(|n| !n.declaration.inputs.is_empty()) {
@@ -189,6 +194,8 @@ pub fn start(graph: Graph, telemetry: &Telemetry, options: Options) -> Result<Ru
         running.parts.insert(part.0, part.1);
     }
     running.rewire_current();
+    running.release_finished_inputs();
+    running.go();
     Ok(running)
 }
 
@@ -227,6 +234,7 @@ impl Running {
                         tracing::error!("stopping pipeline after a component failed");
                         return self.drain(true).await;
                     }
+                    self.release_finished_inputs();
                 }
             }
         }
@@ -359,6 +367,7 @@ impl Running {
                 }
             }
         };
+        self.release_finished_inputs();
         record.took_ms = noticed.elapsed().as_millis() as u64;
         record.at_ms = chrono_now_ms();
         log_reload(&record);
@@ -434,6 +443,7 @@ impl Running {
             self.retiring.push(Retiring {
                 name: name.clone(),
                 instance: part.instance,
+                feeds: Vec::new(),
                 wiring: Some(part.wiring),
             });
         }
@@ -448,6 +458,7 @@ impl Running {
         }
         self.rewire_current();
         self.rewire_retiring(&old_graph);
+        self.go();
         for node in &self.graph.nodes {
             if let Some(part) = self.parts.get_mut(&node.declaration.name) {
                 part.fingerprint = fingerprint(node);
@@ -523,6 +534,7 @@ impl Running {
         let built = Built { name: name.to_owned(), component, input };
         let (name, part) = self.launch(built, tx, wiring);
         self.parts.insert(name, part);
+        self.go();
         match partly {
             Some(message) => Err(Failure::Partly(message)),
             None => Ok(()),
@@ -570,7 +582,14 @@ impl Running {
         tracing::debug!(component = %name, kind = kind.as_str(), instance = id, "component started");
         self.telemetry.set_state(&name, ComponentState::Running);
         let (done_tx, done) = watch::channel(false);
-        let task = tokio::spawn(run);
+        // It starts once the outputs are wired ([`Running::go`]); a source
+        // that ran earlier would send into an empty list and lose its events.
+        let (go_tx, go) = oneshot::channel::<()>();
+        self.waiting.push(go_tx);
+        let task = tokio::spawn(async move {
+            let _ = go.await;
+            run.await
+        });
         let abort = task.abort_handle();
         let (telemetry, exits, task_name) =
             (self.telemetry.clone(), self.exits_tx.clone(), name.clone());
@@ -594,6 +613,13 @@ impl Running {
         (name, part)
     }
 
+    /// Lets every launched component start.
+    fn go(&mut self) {
+        for go in self.waiting.drain(..) {
+            let _ = go.send(());
+        }
+    }
+
     /// Points every current component's output at its consumers' channels.
     fn rewire_current(&self) {
         for node in &self.graph.nodes {
@@ -612,14 +638,44 @@ impl Running {
     }
 
     /// Points each removed producer at the consumers it had that remain.
-    fn rewire_retiring(&self, old_graph: &Graph) {
-        for retiring in &self.retiring {
+    fn rewire_retiring(&mut self, old_graph: &Graph) {
+        for retiring in &mut self.retiring {
             let Some(wiring) = &retiring.wiring else { continue };
-            let targets = old_graph
+            let feeds: Vec<String> = old_graph
                 .consumers(&retiring.name)
-                .filter_map(|c| self.parts.get(&c.declaration.name)?.input.clone())
+                .map(|c| c.declaration.name.clone())
+                .filter(|c| self.parts.get(c).is_some_and(|p| p.input.is_some()))
                 .collect();
+            let targets = feeds.iter().filter_map(|c| self.parts.get(c)?.input.clone()).collect();
             wiring.set(targets);
+            retiring.feeds = feeds;
+        }
+    }
+
+    /// Lets go of the input channels that nothing running can feed any more,
+    /// so that their components see the end of their input and finish (a
+    /// replay ran out, and everything downstream of it drains).
+    fn release_finished_inputs(&mut self) {
+        let mut orphaned = Vec::new();
+        for node in &self.graph.nodes {
+            let name = &node.declaration.name;
+            if self.parts.get(name).is_none_or(|p| p.input.is_none()) {
+                continue;
+            }
+            let fed = node
+                .declaration
+                .inputs
+                .iter()
+                .any(|i| self.parts.get(&i.name).is_some_and(|p| !p.exited))
+                || self.retiring.iter().any(|r| r.feeds.contains(name));
+            if !fed {
+                orphaned.push(name.clone());
+            }
+        }
+        for name in orphaned {
+            if let Some(part) = self.parts.get_mut(&name) {
+                part.input = None;
+            }
         }
     }
 }
@@ -672,7 +728,11 @@ impl Plan {
             let inputs_differ = inputs(before) != inputs(node);
             let queue_reshaped = d.kind == Kind::Queue && part.shape != shape(new, node);
             let rebind = inputs_differ && d.config.binds_inputs();
-            if part.kind != d.kind
+            // A component that already finished (its input ran out) cannot
+            // take new inputs; it starts again.
+            let revive = inputs_differ && part.exited;
+            if revive
+                || part.kind != d.kind
                 || part.fingerprint != fingerprint(node)
                 || queue_reshaped
                 || rebind

@@ -9,6 +9,7 @@
 
 mod book;
 pub mod period;
+pub mod tariff;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -28,6 +29,7 @@ use crate::invoice::SharedBook;
 use crate::registry::{self, ComponentType, FieldError, Validate};
 use crate::store::{BilledEnd, Durability, PeriodDelta, SqliteStore};
 use period::PeriodClock;
+use tariff::Tariff;
 
 pub use book::{invoice_from, StoreBook};
 
@@ -118,8 +120,12 @@ impl ComponentConfig for AggregateConfig {
         let previous = cx
             .take_over::<Kept>()
             .filter(|kept| kept.path == path && kept.durability == self.durability);
-        let (store, marks) = match previous {
-            Some(kept) => (kept.store, kept.marks),
+        let (store, marks, tariff) = match previous {
+            Some(kept) => {
+                let mut tariff = kept.tariff;
+                tariff.change(chrono::Utc::now().timestamp_millis(), self.price_per_km);
+                (kept.store, kept.marks, tariff)
+            }
             None => {
                 let store = SqliteStore::open(&path, self.durability).map_err(|e| {
                     BuildError::with(format!("cannot open store {}", path.display()), e)
@@ -127,7 +133,7 @@ impl ComponentConfig for AggregateConfig {
                 let marks =
                     store.marks().map_err(|e| BuildError::with("cannot read the store", e))?;
                 let marks = marks.into_iter().map(|(k, v)| (ObuId::from(k), v)).collect();
-                (Arc::new(store), marks)
+                (Arc::new(store), marks, Tariff::new(self.price_per_km))
             }
         };
         let book = SharedBook(Arc::new(StoreBook::new(store.clone(), tz)));
@@ -138,7 +144,7 @@ impl ComponentConfig for AggregateConfig {
             store,
             clock: PeriodClock::new(tz),
             marks,
-            price_per_km: self.price_per_km,
+            tariff,
             currency: self.currency.clone(),
             max_group_segments: self.max_group_segments,
         })))
@@ -152,7 +158,7 @@ struct Aggregate {
     clock: PeriodClock,
     /// End time of the last segment applied, per OBU, as committed.
     marks: HashMap<ObuId, i64>,
-    price_per_km: f64,
+    tariff: Tariff,
     currency: String,
     max_group_segments: usize,
 }
@@ -163,13 +169,14 @@ struct Kept {
     durability: Durability,
     store: Arc<SqliteStore>,
     marks: HashMap<ObuId, i64>,
+    tariff: Tariff,
 }
 
 /// Where each OBU's newest segment of a group ends.
 type Moved = ahash::HashMap<ObuId, BilledEnd>;
 
-/// Sums of a group by OBU and period (named by its UTC start).
-type Sums = ahash::HashMap<(ObuId, i64), Sum>;
+/// Sums of a group by OBU, period (named by its UTC start) and price (its bits).
+type Sums = ahash::HashMap<(ObuId, i64, u64), Sum>;
 
 /// Sums for one OBU and period within a group.
 #[derive(Default)]
@@ -217,8 +224,8 @@ impl Stage for Aggregate {
                     tracing::debug!("no consumer for totals");
                 }
             }
-            let Aggregate { path, durability, store, marks, .. } = *self;
-            cx.shutdown.leave(Kept { path, durability, store, marks });
+            let Aggregate { path, durability, store, marks, tariff, .. } = *self;
+            cx.shutdown.leave(Kept { path, durability, store, marks, tariff });
             Ok(())
         })
     }
@@ -265,13 +272,16 @@ impl Aggregate {
     fn add(&mut self, segment: &Segment, sums: &mut Sums) {
         let mm = (segment.metres * 1000.0).round() as i64;
         let (from_ms, to_ms) = (segment.from_ms, segment.to_ms);
-        self.clock.split(from_ms, to_ms, mm, |period_start_ms, part| {
-            let key = (segment.obu_id.clone(), period_start_ms);
-            let sum = sums.entry(key).or_insert(Sum { first_ms: from_ms, ..Sum::default() });
-            sum.mm += part;
-            sum.segments += 1;
-            sum.first_ms = sum.first_ms.min(from_ms);
-            sum.last_ms = sum.last_ms.max(to_ms);
+        let clock = &mut self.clock;
+        self.tariff.split(from_ms, to_ms, mm, |from, to, price, mm| {
+            clock.split(from, to, mm, |period_start_ms, part| {
+                let key = (segment.obu_id.clone(), period_start_ms, price.to_bits());
+                let sum = sums.entry(key).or_insert(Sum { first_ms: from_ms, ..Sum::default() });
+                sum.mm += part;
+                sum.segments += 1;
+                sum.first_ms = sum.first_ms.min(from_ms);
+                sum.last_ms = sum.last_ms.max(to_ms);
+            });
         });
     }
 
@@ -284,10 +294,10 @@ impl Aggregate {
     ) -> Result<(Vec<Total>, u64), ComponentError> {
         let deltas: Vec<PeriodDelta> = sums
             .into_iter()
-            .map(|((obu_id, period_start_ms), s)| PeriodDelta {
+            .map(|((obu_id, period_start_ms, price), s)| PeriodDelta {
                 obu_id: obu_id.to_string(),
                 period: self.clock.period_of(period_start_ms).label.clone(),
-                price_per_km: self.price_per_km,
+                price_per_km: f64::from_bits(price),
                 currency: self.currency.clone(),
                 distance_mm: s.mm,
                 segments: s.segments,
