@@ -8,6 +8,7 @@
 #   bash .ci/otel.sh stop  [DIR]   # SIGTERM, bounded wait, SIGKILL; drops a temp DIR
 #   bash .ci/otel.sh check         # validate otel-collector.yaml, docker-compose.yml
 #                                  # and the Grafana dashboards
+#   bash .ci/otel.sh prune         # drop the Go caches (GBs), keep the binaries
 # How: each program is built with the machine's Go from a module pinned under
 # .ci/otel/ (the collector by the collector builder from
 # .ci/otel/builder-config.yaml; Prometheus without its service discoveries
@@ -68,12 +69,14 @@ key_of() { cat "$@" | sha256sum | cut -c1-12; }
 
 # Builds $1 into $BIN/$1-KEY unless it is there, and prints that path.
 # $2 is the key; the rest is the build command, run with the target path
-# appended. A failed build leaves no binary behind.
+# appended. A failed build leaves no binary behind. One build at a time on a
+# machine: a second caller waits for the first and then finds its binary.
 build_one() {
   local name="$1" key="$2"; shift 2
   local out="$BIN/$name-$key"
+  mkdir -p "$BIN"
+  exec 9>"$BIN/.lock"; flock 9
   if [ ! -x "$out" ]; then
-    mkdir -p "$BIN"
     say "building $name (first time on this machine: minutes)"
     local started=$SECONDS log="$BIN/$name-$key.log"
     if ! "$@" "$out.tmp" >"$log" 2>&1; then
@@ -132,6 +135,14 @@ build() {
   say "binaries in $BIN; cache $(du -sh "$CACHE" | cut -f1) ($(du -sh "$CACHE/go" | cut -f1) of Go caches)"
 }
 
+# After a build only the binaries are needed; Go's caches only make a rebuild
+# after a version change faster (and a cold build of all three takes minutes).
+prune() {
+  local before; before="$(du -sh "$CACHE" 2>/dev/null | cut -f1)"
+  rm -rf "$CACHE/go" "$CACHE/collector-build"
+  say "dropped the Go caches: $before -> $(du -sh "$CACHE" 2>/dev/null | cut -f1)"
+}
+
 # Succeeds when something accepts TCP connections on 127.0.0.1:$1.
 port_open() { (exec 3<>"/dev/tcp/$HOST/$1") 2>/dev/null; }
 
@@ -161,22 +172,32 @@ launch() {
   say "$name pid $! starting (log: $dir/$name.log)"
 }
 
-# Waits until every health URL answers 200, or fails the start.
+# Waits until each URL answers 200 while program $2 runs, or fails the start.
 await_healthy() {
-  local dir="$1" deadline=$((SECONDS + START_TIMEOUT)) program url
-  for pair in "jaeger http://$HOST:$JAEGER_HEALTH_PORT/status" \
-      "jaeger http://$HOST:$JAEGER_QUERY_PORT/api/services" \
-      "collector http://$HOST:$COLLECTOR_HEALTH_PORT/" \
-      "collector http://$HOST:$COLLECTOR_PROMETHEUS_PORT/metrics" \
-      "prometheus http://$HOST:$PROMETHEUS_PORT/-/ready"; do
-    program="${pair%% *}"; url="${pair#* }"
+  local dir="$1" program="$2" url; shift 2
+  local deadline=$((SECONDS + START_TIMEOUT))
+  for url in "$@"; do
     until http_ok "$url"; do
       pid_alive "$dir" "$program" || { tail -n 30 "$dir/$program.log" >&2 || true; stop "$dir"
         die "$program exited during start-up (log: $dir/$program.log)"; }
       [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$dir/$program.log" >&2 || true
         stop "$dir"; die "$program did not answer $url within ${START_TIMEOUT}s"; }
-      sleep 0.2
+      sleep 0.1
     done
+  done
+}
+
+# Waits until Prometheus has scraped the collector once, so that from now on
+# a point reaches a query within a batch and a scrape interval. (By default
+# Prometheus hands new targets to its scraper only every 5 s; the
+# --scrape.discovery-reload-interval above shortens that.)
+await_first_scrape() {
+  local dir="$1" deadline=$((SECONDS + START_TIMEOUT))
+  local url="http://$HOST:$PROMETHEUS_PORT/api/v1/query?query=up%7Bjob%3D%22toll%22%7D"
+  until curl -fsS --max-time 2 "$url" 2>/dev/null | grep -q '"1"\]'; do
+    [ "$SECONDS" -lt "$deadline" ] || { tail -n 30 "$dir/prometheus.log" >&2 || true
+      stop "$dir"; die "Prometheus did not scrape the collector within ${START_TIMEOUT}s"; }
+    sleep 0.1
   done
 }
 
@@ -201,14 +222,22 @@ start() {
     -e "s/@COLLECTOR_METRICS_PORT@/$COLLECTOR_METRICS_PORT/g" \
     "$SPEC/prometheus.yml" >"$dir/prometheus.yml"
 
-  # The trace store first, so the collector's first export finds it.
+  # One after the other, each ready before the next: a collector that found
+  # no trace store would hold its first spans back for seconds of retry
+  # backoff, and a test that sends at once would wait for them.
   JAEGER_HOST=$HOST launch "$dir" jaeger "$jaeger" --config "$SPEC/jaeger.yaml"
+  await_healthy "$dir" jaeger "http://$HOST:$JAEGER_HEALTH_PORT/status" \
+    "http://$HOST:$JAEGER_QUERY_PORT/api/services"
   COLLECTOR_HOST=$HOST COLLECTOR_TRACES_ENDPOINT="$HOST:$JAEGER_OTLP_GRPC_PORT" \
     launch "$dir" collector "$collector" --config "$ROOT/otel-collector.yaml"
+  await_healthy "$dir" collector "http://$HOST:$COLLECTOR_HEALTH_PORT/" \
+    "http://$HOST:$COLLECTOR_PROMETHEUS_PORT/metrics"
   launch "$dir" prometheus "$prometheus" --config.file="$dir/prometheus.yml" \
     --storage.tsdb.path="$dir/prometheus-data" --storage.tsdb.retention.time=1d \
-    --web.listen-address="$HOST:$PROMETHEUS_PORT" --enable-feature=exemplar-storage
-  await_healthy "$dir"
+    --web.listen-address="$HOST:$PROMETHEUS_PORT" --enable-feature=exemplar-storage \
+    --scrape.discovery-reload-interval=200ms
+  await_healthy "$dir" prometheus "http://$HOST:$PROMETHEUS_PORT/-/ready"
+  await_first_scrape "$dir"
   say "ready after $((SECONDS - started))s"
 
   echo "export OTLP_ENDPOINT=http://$HOST:$COLLECTOR_OTLP_GRPC_PORT"
@@ -219,28 +248,26 @@ start() {
   echo "export OTEL_DIR=$dir"
 }
 
-# SIGTERM to one program, SIGKILL if it is still there after STOP_TIMEOUT.
-stop_one() {
-  local dir="$1" name="$2" pid deadline=$((SECONDS + STOP_TIMEOUT))
-  if pid_alive "$dir" "$name"; then
-    pid="$(cat "$dir/$name.pid")"
-    kill -TERM "$pid"
-    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.2; done
-    if kill -0 "$pid" 2>/dev/null; then
-      say "$name pid $pid ignored SIGTERM for ${STOP_TIMEOUT}s; sending SIGKILL"
-      kill -KILL "$pid" 2>/dev/null || true
-    fi
-    say "$name pid $pid stopped"
-  fi
-  rm -f "$dir/$name.pid"
-}
-
 stop() {
   local dir; dir="$(state_dir "${1:-}")"
   [ -n "$dir" ] || { say "no DIR given and nothing started without one: nothing to stop"; return 0; }
-  any_alive "$dir" || say "nothing running from $dir"
-  # The collector first, so it can flush what it holds to the other two.
-  stop_one "$dir" collector; stop_one "$dir" prometheus; stop_one "$dir" jaeger
+  # All at once: each takes about two seconds to shut down gracefully.
+  local program pid pids="" deadline=$((SECONDS + STOP_TIMEOUT))
+  for program in $PROGRAMS; do
+    if pid_alive "$dir" "$program"; then
+      pids="$pids $(cat "$dir/$program.pid")"; kill -TERM "$(cat "$dir/$program.pid")"
+    fi
+  done
+  [ -n "$pids" ] || say "nothing running from $dir"
+  for pid in $pids; do
+    while kill -0 "$pid" 2>/dev/null && [ "$SECONDS" -lt "$deadline" ]; do sleep 0.1; done
+    if kill -0 "$pid" 2>/dev/null; then
+      say "pid $pid ignored SIGTERM for ${STOP_TIMEOUT}s; sending SIGKILL"
+      kill -KILL "$pid" 2>/dev/null || true
+    fi
+  done
+  [ -z "$pids" ] || say "stopped pids$pids"
+  for program in $PROGRAMS; do rm -f "$dir/$program.pid"; done
   if [ -f "$dir/.temp" ]; then
     rm -rf "$dir"; say "removed $dir"
     [ -f "$CURRENT" ] && [ "$(cat "$CURRENT")" = "$dir" ] && rm -f "$CURRENT"
@@ -285,5 +312,6 @@ case "${1:-}" in
   start) start "${2:-}" ;;
   stop) stop "${2:-}" ;;
   check) check ;;
-  *) echo "usage: bash .ci/otel.sh build|start [DIR]|stop [DIR]|check" >&2; exit 2 ;;
+  prune) prune ;;
+  *) echo "usage: bash .ci/otel.sh build|start [DIR]|stop [DIR]|check|prune" >&2; exit 2 ;;
 esac

@@ -30,7 +30,7 @@ use std::time::{Duration, Instant};
 
 use stages::component::{
     BuildContext, BuildError, Component, ComponentError, Context, Input, Kind, Output, Resources,
-    Shutdown, Wiring,
+    Shutdown, WeakWiring, Wiring,
 };
 use stages::event::Batch;
 use stages::telemetry::{ComponentState, ReloadRecord, Telemetry};
@@ -106,7 +106,7 @@ struct Part {
     /// The sending side of its input channel, handed to producers on rewiring.
     input: Option<mpsc::Sender<Batch>>,
     /// Its output's consumers.
-    wiring: Wiring,
+    wiring: WeakWiring,
     instance: Instance,
     exited: bool,
 }
@@ -117,9 +117,8 @@ struct Retiring {
     instance: Instance,
     /// The components it still sends to.
     feeds: Vec<String>,
-    /// Cleared once it exits, so that its consumers' channels can close;
-    /// `None` when a successor shares it.
-    wiring: Option<Wiring>,
+    /// Its output's consumers, while it has an output.
+    wiring: Option<WeakWiring>,
 }
 
 struct Exit {
@@ -179,15 +178,10 @@ pub fn start(graph: Graph, telemetry: &Telemetry, options: Options) -> Result<Ru
         let (tx, rx) = channels.remove(&d.name).unzip();
         built.push((Built { name: d.name.clone(), component, input: rx }, tx));
     }
-    let mut wirings: HashMap<String, Wiring> = HashMap::new();
-    for node in &graph.nodes {
-        wirings.insert(node.declaration.name.clone(), Wiring::default());
-    }
     running.graph = graph;
     let mut parts = Vec::new();
     for (built, tx) in built {
-        let wiring = wirings[&built.name].clone();
-        let part = running.launch(built, tx, wiring);
+        let part = running.launch(built, tx);
         parts.push(part);
     }
     for part in parts {
@@ -453,7 +447,7 @@ impl Running {
         for (name, component, channel) in added {
             let (tx, rx) = channel.unzip();
             let built = Built { name: name.clone(), component, input: rx };
-            let (name, part) = self.launch(built, tx, Wiring::default());
+            let (name, part) = self.launch(built, tx);
             self.parts.insert(name, part);
         }
         self.rewire_current();
@@ -529,11 +523,11 @@ impl Running {
             }
         };
         drop(self.resources.reclaim(name));
-        let part = self.parts.get(name).expect("changed parts are running");
-        let (tx, wiring) = (part.input.clone(), part.wiring.clone());
+        let tx = self.parts.get(name).expect("changed parts are running").input.clone();
         let built = Built { name: name.to_owned(), component, input };
-        let (name, part) = self.launch(built, tx, wiring);
+        let (name, part) = self.launch(built, tx);
         self.parts.insert(name, part);
+        self.rewire_current();
         self.go();
         match partly {
             Some(message) => Err(Failure::Partly(message)),
@@ -546,12 +540,9 @@ impl Running {
     }
 
     /// Starts a built component; `input_tx` is its channel's sending side.
-    fn launch(
-        &mut self,
-        built: Built,
-        input_tx: Option<mpsc::Sender<Batch>>,
-        wiring: Wiring,
-    ) -> (String, Part) {
+    /// It starts sending once [`Running::rewire_current`] has given it consumers.
+    fn launch(&mut self, built: Built, input_tx: Option<mpsc::Sender<Batch>>) -> (String, Part) {
+        let wiring = Wiring::default();
         let Built { name, component, input } = built;
         let node = self.graph.node(&name).expect("launched from the current graph");
         let d = &node.declaration;
@@ -606,7 +597,7 @@ impl Running {
             fingerprint,
             shape: (shape_inputs, has_consumers),
             input: input_tx,
-            wiring,
+            wiring: wiring.downgrade(),
             instance: Instance { id, stop, shutdown, done, abort },
             exited: false,
         };

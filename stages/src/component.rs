@@ -337,13 +337,32 @@ pub struct Output {
     metrics: Option<ComponentMetrics>,
 }
 
-/// The consumers an output sends to. The runner keeps one per component and
-/// replaces the list when a reload rewires the graph; a send in progress
-/// finishes with the list it started with.
+/// The consumers an output sends to. The runner keeps a [`WeakWiring`] to
+/// each component's and replaces the list when a reload rewires the graph; a
+/// send in progress finishes with the list it started with. Once the
+/// component has dropped its output the list goes with it, so that its
+/// consumers' channels close.
 #[derive(Clone, Default)]
 pub struct Wiring(Arc<ArcSwap<Vec<mpsc::Sender<Batch>>>>);
 
+/// The runner's handle on a component's [`Wiring`], which does not keep it alive.
+#[derive(Clone, Default)]
+pub struct WeakWiring(std::sync::Weak<ArcSwap<Vec<mpsc::Sender<Batch>>>>);
+
+impl WeakWiring {
+    /// Sends from now on go to `targets`, if the output still exists.
+    pub fn set(&self, targets: Vec<mpsc::Sender<Batch>>) {
+        if let Some(wiring) = self.0.upgrade() {
+            wiring.store(Arc::new(targets));
+        }
+    }
+}
+
 impl Wiring {
+    pub fn downgrade(&self) -> WeakWiring {
+        WeakWiring(Arc::downgrade(&self.0))
+    }
+
     pub fn new(targets: Vec<mpsc::Sender<Batch>>) -> Self {
         Wiring(Arc::new(ArcSwap::from_pointee(targets)))
     }
