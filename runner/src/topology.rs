@@ -304,6 +304,10 @@ impl Running {
 
     /// Applies a new graph. An error means the pipeline is broken beyond what
     /// the old graph could run and must stop.
+    ///
+    /// Shortcoming: the run loop waits here while replaced components drain
+    /// (up to the drain timeout each), so a SIGTERM or a component failure
+    /// during a slow reload is acted on only once the reload is done.
     async fn reload(&mut self, reload: Reload) -> Result<(), Box<dyn std::error::Error>> {
         self.reloads += 1;
         let Reload { graph, noticed, done } = reload;
@@ -375,6 +379,12 @@ impl Running {
     async fn apply(&mut self, graph: Graph, plan: Plan) -> Result<(), Failure> {
         // 1. Build what is added before anything changes: a component that
         //    cannot be built leaves the running pipeline as it was.
+        //    Shortcoming: removed components still hold their sockets at this
+        //    point, so renaming a server in one edit (remove `a`, add `b` on
+        //    the same address) fails to bind and the reload changes nothing;
+        //    it takes two edits. Likewise a changed WebSocket source keeps its
+        //    listening socket for its successor but closes its connections
+        //    (code 1001), so its OBUs reconnect.
         let mut added = Vec::new();
         for name in &plan.added {
             let node = graph.node(name).expect("planned from this graph");

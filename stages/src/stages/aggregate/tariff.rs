@@ -5,6 +5,12 @@
 //! a step at the moment it takes over: distance driven before that moment
 //! keeps the old price even when its segment arrives later (held back for
 //! ordering or lookahead), and distance driven after it gets the new one.
+//!
+//! Shortcoming: the steps live in memory only. A process restarted after a
+//! price change bills every segment it still receives at the configured
+//! price, including distance driven before the change whose fixes were held
+//! or redelivered across the restart; keeping the steps in the store would
+//! close that gap.
 
 /// Prices in force from given fix times on.
 #[derive(Clone, Debug, PartialEq)]
