@@ -1,17 +1,18 @@
 //! The command line: `runner --pipeline FILE [run | validate | graph]`.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use clap::{Parser, Subcommand};
 use stages::telemetry::Telemetry;
+use tokio::sync::mpsc;
 
 use crate::config;
 use crate::graph::Graph;
 use crate::logging::LogFormat;
 use crate::otel::Otel;
-use crate::topology::{self, Outcome};
+use crate::topology::{self, Outcome, Reload};
 
 #[derive(Debug, Parser)]
 #[command(name = "runner", version, about = "Runs a toll pipeline declared in one TOML file")]
@@ -27,6 +28,10 @@ pub struct Cli {
     /// Seconds that stopping may take before running components are abandoned.
     #[arg(long, global = true, default_value_t = 30)]
     pub drain_timeout_s: u64,
+
+    /// Do not watch the pipeline file for changes (SIGHUP still reloads it).
+    #[arg(long, global = true)]
+    pub no_watch: bool,
 
     #[command(subcommand)]
     pub command: Option<Command>,
@@ -66,7 +71,8 @@ pub fn execute(cli: Cli) -> ExitCode {
                 drain_timeout: Duration::from_secs(cli.drain_timeout_s),
                 ..topology::Options::default()
             };
-            run(graph, options, telemetry_settings)
+            let watch = !cli.no_watch;
+            run(cli.pipeline, graph, options, telemetry_settings, watch)
         }
     }
 }
@@ -85,9 +91,11 @@ fn print_out(text: &str) -> ExitCode {
 }
 
 fn run(
+    pipeline: PathBuf,
     graph: Graph,
     options: topology::Options,
     telemetry_settings: config::TelemetrySettings,
+    watch: bool,
 ) -> ExitCode {
     // Each OBU connection is a file descriptor; take what the system allows.
     if let Err(error) = rlimit::increase_nofile_limit(u64::MAX) {
@@ -110,6 +118,7 @@ fn run(
                 return ExitCode::FAILURE;
             }
         };
+        let files = watched_files(&pipeline, &graph);
         let running = match topology::start(graph, &telemetry, options) {
             Ok(running) => running,
             Err(error) => {
@@ -119,7 +128,15 @@ fn run(
             }
         };
         tracing::info!("pipeline running");
-        let outcome = running.run_until(stop_signal()).await;
+        let reloads = match reloader(pipeline, files, watch, telemetry.clone(), telemetry_settings)
+        {
+            Ok(reloads) => reloads,
+            Err(error) => {
+                tracing::error!(%error, "cannot watch the pipeline file");
+                return ExitCode::FAILURE;
+            }
+        };
+        let outcome = running.run_until(stop_signal(), reloads).await;
         otel.shutdown().await;
         log_summary(&telemetry);
         match outcome {
@@ -134,6 +151,99 @@ fn run(
             Outcome::Failed => ExitCode::FAILURE,
         }
     })
+}
+
+/// The pipeline file and every file its components read.
+fn watched_files(pipeline: &Path, graph: &Graph) -> Vec<PathBuf> {
+    let referenced = graph.nodes.iter().flat_map(|n| n.declaration.config.referenced_files());
+    std::iter::once(pipeline.to_path_buf()).chain(referenced).collect()
+}
+
+/// Reads the pipeline file again whenever it (or a file it references)
+/// changes, or on SIGHUP, and hands the result to the running topology.
+fn reloader(
+    pipeline: PathBuf,
+    files: Vec<PathBuf>,
+    watch: bool,
+    telemetry: Telemetry,
+    mut telemetry_settings: config::TelemetrySettings,
+) -> Result<mpsc::Receiver<Reload>, notify::Error> {
+    let (noticed_tx, mut noticed) = mpsc::channel::<Instant>(8);
+    let (files_tx, files_rx) = tokio::sync::watch::channel(files);
+    if watch {
+        crate::watch::spawn(files_rx, noticed_tx.clone())?;
+        tracing::info!(file = %pipeline.display(), "watching the pipeline file for changes");
+    }
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::hangup()) {
+            Ok(mut hangup) => {
+                let noticed_tx = noticed_tx.clone();
+                tokio::spawn(async move {
+                    while hangup.recv().await.is_some() {
+                        if noticed_tx.send(Instant::now()).await.is_err() {
+                            return;
+                        }
+                    }
+                });
+            }
+            Err(error) => tracing::warn!(%error, "cannot listen for SIGHUP"),
+        }
+    }
+    drop(noticed_tx);
+    let (reloads_tx, reloads) = mpsc::channel(1);
+    tokio::spawn(async move {
+        while let Some(at) = noticed.recv().await {
+            // Several notices while a reload runs make one reload.
+            while noticed.try_recv().is_ok() {}
+            let loaded = config::load_pipeline(&pipeline)
+                .and_then(|p| Ok((Graph::build(p.declarations)?, p.telemetry)));
+            let graph = match loaded {
+                Ok((graph, settings)) => {
+                    let _ = files_tx.send(watched_files(&pipeline, &graph));
+                    retune_tracing(&telemetry, &telemetry_settings, &settings);
+                    telemetry_settings = settings;
+                    Ok(graph)
+                }
+                Err(_) if !pipeline.exists() => {
+                    // Deleted to be written again, or moved away: nothing to apply yet.
+                    tracing::warn!(
+                        file = %pipeline.display(),
+                        "pipeline file is gone; the running pipeline goes on until it is back",
+                    );
+                    continue;
+                }
+                Err(diagnostics) => Err(diagnostics.to_string()),
+            };
+            let reload = Reload { graph, noticed: at, done: None };
+            if reloads_tx.send(reload).await.is_err() {
+                return;
+            }
+        }
+    });
+    Ok(reloads)
+}
+
+/// Applies a reloaded `[telemetry]` table: the sampling ratio and the OBUs
+/// always traced change at once; the rest is read at start only.
+fn retune_tracing(
+    telemetry: &Telemetry,
+    current: &config::TelemetrySettings,
+    next: &config::TelemetrySettings,
+) {
+    if current == next {
+        return;
+    }
+    let tracer = telemetry.tracer();
+    tracer.configure(tracer.is_recording(), &next.sampling);
+    tracing::info!("trace sampling settings reloaded");
+    if !current.same_except_sampling(next) {
+        tracing::warn!(
+            "telemetry settings other than sampling_ratio and always_trace take effect \
+             at the next start",
+        );
+    }
 }
 
 /// One line per component with what it received, sent, refused and failed.

@@ -15,3 +15,4 @@ pub mod graph;
 pub mod logging;
 pub mod otel;
 pub mod topology;
+pub mod watch;

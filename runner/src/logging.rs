@@ -13,7 +13,15 @@ pub enum LogFormat {
 
 /// Installs the global subscriber; `RUST_LOG` picks levels (default `info`).
 pub fn init(format: LogFormat) {
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let mut filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    // The file watcher logs every file event at trace level; with log files
+    // beside the pipeline file, each of its lines would cause another event.
+    let asked = std::env::var("RUST_LOG").unwrap_or_default();
+    if !asked.contains("notify") {
+        if let Ok(quiet) = "notify=info".parse() {
+            filter = filter.add_directive(quiet);
+        }
+    }
     let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     match format {
         LogFormat::Pretty => builder.init(),

@@ -9,8 +9,10 @@ use std::any::Any;
 use std::collections::HashMap;
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 
+use arc_swap::ArcSwap;
 use futures::future::BoxFuture;
 use tokio::sync::{mpsc, watch};
 
@@ -111,6 +113,13 @@ pub trait ComponentConfig: fmt::Debug + Send + Sync + 'static {
     fn referenced_files(&self) -> Vec<PathBuf> {
         Vec::new()
     }
+
+    /// Whether the build looks at what the inputs publish (a gateway finds
+    /// its invoice book there), so that a reload which rewires the inputs
+    /// must build the component anew rather than only reroute events.
+    fn binds_inputs(&self) -> bool {
+        false
+    }
 }
 
 /// A built component, ready to run.
@@ -163,13 +172,22 @@ pub struct Context {
 
 /// Tells a component to stop taking new work. Components with inputs keep
 /// draining them until they close; sources stop producing.
+///
+/// A reload that replaces a component with a new instance of the same type
+/// asks the old one for a handover as well: instead of finishing its work
+/// (deciding what it holds, closing its listener) it leaves that state with
+/// [`Shutdown::leave`], and the runner gives it to the successor's build
+/// ([`BuildContext::take_over`]).
 #[derive(Clone, Debug)]
-pub struct Shutdown(watch::Receiver<bool>);
+pub struct Shutdown {
+    stop: watch::Receiver<bool>,
+    handover: Handover,
+}
 
 impl Shutdown {
     pub fn new() -> (watch::Sender<bool>, Shutdown) {
         let (tx, rx) = watch::channel(false);
-        (tx, Shutdown(rx))
+        (tx, Shutdown { stop: rx, handover: Handover::default() })
     }
 
     /// A signal that never fires, for tests and tools.
@@ -181,12 +199,85 @@ impl Shutdown {
     }
 
     pub fn is_requested(&self) -> bool {
-        *self.0.borrow()
+        *self.stop.borrow()
     }
 
     /// Completes once shutdown is requested (or the runner is gone).
     pub async fn requested(&mut self) {
-        let _ = self.0.wait_for(|stop| *stop).await;
+        let _ = self.stop.wait_for(|stop| *stop).await;
+    }
+
+    /// Whether a successor will take over what this component leaves.
+    pub fn handover_wanted(&self) -> bool {
+        self.handover.0.wanted.load(Ordering::Acquire)
+    }
+
+    /// Leaves state for the successor; ignored unless a handover is wanted.
+    pub fn leave<T: Any + Send>(&self, state: T) {
+        if self.handover_wanted() {
+            let mut slot = self.handover.0.state.lock().unwrap_or_else(|e| e.into_inner());
+            *slot = Some(Box::new(state));
+        }
+    }
+
+    /// The runner's side of the handover.
+    pub fn handover(&self) -> Handover {
+        self.handover.clone()
+    }
+}
+
+/// What a component leaves for its successor, and whether one is wanted.
+#[derive(Clone, Debug, Default)]
+pub struct Handover(Arc<HandoverSlot>);
+
+#[derive(Default)]
+struct HandoverSlot {
+    wanted: AtomicBool,
+    state: std::sync::Mutex<Option<Carried>>,
+}
+
+impl fmt::Debug for HandoverSlot {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HandoverSlot").field("wanted", &self.wanted).finish_non_exhaustive()
+    }
+}
+
+/// State passed from a replaced component to its successor.
+pub type Carried = Box<dyn Any + Send>;
+
+/// A listening socket a replaced server leaves its successor, so that no
+/// client is refused while one instance gives way to the next: connections
+/// that arrive meanwhile wait in the socket's backlog.
+#[derive(Debug)]
+pub struct KeptListener {
+    /// The address as configured (port 0 included), which the successor's
+    /// configuration must still ask for.
+    pub asked: std::net::SocketAddr,
+    pub listener: std::net::TcpListener,
+}
+
+impl KeptListener {
+    /// A second handle on `listener`, to leave once serving on the first ends.
+    pub fn keep(asked: std::net::SocketAddr, listener: &std::net::TcpListener) -> Option<Self> {
+        match listener.try_clone() {
+            Ok(listener) => Some(KeptListener { asked, listener }),
+            Err(error) => {
+                tracing::warn!(%error, "cannot keep the listener for a successor");
+                None
+            }
+        }
+    }
+}
+
+impl Handover {
+    /// Asks the component to leave its state instead of finishing its work.
+    pub fn request(&self) {
+        self.0.wanted.store(true, Ordering::Release);
+    }
+
+    /// What the component left, once it has stopped.
+    pub fn take(&self) -> Option<Carried> {
+        self.0.state.lock().unwrap_or_else(|e| e.into_inner()).take()
     }
 }
 
@@ -256,8 +347,52 @@ impl Drop for Input {
 /// Sends a component's batches to every component that takes it as input.
 #[derive(Clone)]
 pub struct Output {
-    targets: Vec<mpsc::Sender<Batch>>,
+    targets: Wiring,
     metrics: Option<ComponentMetrics>,
+}
+
+/// The consumers an output sends to. The runner keeps a [`WeakWiring`] to
+/// each component's and replaces the list when a reload rewires the graph; a
+/// send in progress finishes with the list it started with. Once the
+/// component has dropped its output the list goes with it, so that its
+/// consumers' channels close.
+#[derive(Clone, Default)]
+pub struct Wiring(Arc<ArcSwap<Vec<mpsc::Sender<Batch>>>>);
+
+/// The runner's handle on a component's [`Wiring`], which does not keep it alive.
+#[derive(Clone, Default)]
+pub struct WeakWiring(std::sync::Weak<ArcSwap<Vec<mpsc::Sender<Batch>>>>);
+
+impl WeakWiring {
+    /// Sends from now on go to `targets`, if the output still exists.
+    pub fn set(&self, targets: Vec<mpsc::Sender<Batch>>) {
+        if let Some(wiring) = self.0.upgrade() {
+            wiring.store(Arc::new(targets));
+        }
+    }
+}
+
+impl Wiring {
+    pub fn downgrade(&self) -> WeakWiring {
+        WeakWiring(Arc::downgrade(&self.0))
+    }
+
+    pub fn new(targets: Vec<mpsc::Sender<Batch>>) -> Self {
+        Wiring(Arc::new(ArcSwap::from_pointee(targets)))
+    }
+
+    /// Sends from now on go to `targets`.
+    pub fn set(&self, targets: Vec<mpsc::Sender<Batch>>) {
+        self.0.store(Arc::new(targets));
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.load().len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
 }
 
 /// Every consumer of an output is gone.
@@ -267,6 +402,11 @@ pub struct Closed;
 
 impl Output {
     pub fn new(targets: Vec<mpsc::Sender<Batch>>, metrics: Option<ComponentMetrics>) -> Self {
+        Output { targets: Wiring::new(targets), metrics }
+    }
+
+    /// An output whose consumers the runner may change while it runs.
+    pub fn wired(targets: Wiring, metrics: Option<ComponentMetrics>) -> Self {
         Output { targets, metrics }
     }
 
@@ -278,7 +418,8 @@ impl Output {
             return Ok(());
         }
         let n = batch.len() as u64;
-        let Some((last, rest)) = self.targets.split_last() else {
+        let targets = self.targets.0.load_full();
+        let Some((last, rest)) = targets.split_last() else {
             return Ok(());
         };
         let mut delivered = false;
@@ -316,19 +457,60 @@ pub struct BuildContext<'a> {
 ///
 /// Clones share one table: a component may keep a clone from its build and
 /// look up, once it runs, what components built after it published (the
-/// runner builds every component before it runs any).
+/// runner builds every component before it runs any). The table outlives
+/// reloads, and it also carries the state a replaced component left for its
+/// successor.
 #[derive(Clone, Default)]
-pub struct Resources(Arc<std::sync::RwLock<HashMap<String, Arc<dyn Any + Send + Sync>>>>);
+pub struct Resources(Arc<Shelves>);
+
+#[derive(Default)]
+struct Shelves {
+    published: std::sync::RwLock<HashMap<String, Arc<dyn Any + Send + Sync>>>,
+    handed: std::sync::Mutex<HashMap<String, Carried>>,
+}
 
 impl Resources {
     pub fn publish<T: Any + Send + Sync>(&mut self, owner: &str, value: Arc<T>) {
-        let mut table = self.0.write().unwrap_or_else(|e| e.into_inner());
+        let mut table = self.0.published.write().unwrap_or_else(|e| e.into_inner());
         table.insert(owner.to_owned(), value);
     }
 
     pub fn get<T: Any + Send + Sync>(&self, owner: &str) -> Option<Arc<T>> {
-        let table = self.0.read().unwrap_or_else(|e| e.into_inner());
+        let table = self.0.published.read().unwrap_or_else(|e| e.into_inner());
         table.get(owner).cloned().and_then(|v| v.downcast::<T>().ok())
+    }
+
+    /// Withdraws what `owner` published (it was removed from the pipeline).
+    pub fn withdraw(&self, owner: &str) {
+        let mut table = self.0.published.write().unwrap_or_else(|e| e.into_inner());
+        table.remove(owner);
+    }
+
+    /// Keeps what a replaced component left until its successor is built.
+    pub fn hand_over(&self, name: &str, state: Carried) {
+        let mut handed = self.0.handed.lock().unwrap_or_else(|e| e.into_inner());
+        handed.insert(name.to_owned(), state);
+    }
+
+    /// Takes back a handover its successor did not take (its build failed).
+    pub fn reclaim(&self, name: &str) -> Option<Carried> {
+        self.0.handed.lock().unwrap_or_else(|e| e.into_inner()).remove(name)
+    }
+}
+
+impl BuildContext<'_> {
+    /// What the instance this one replaces left, if it was of type `T`.
+    /// Take it only once nothing else in the build can fail: a failed build
+    /// hands the state back to the runner only while it is still here.
+    pub fn take_over<T: Any>(&mut self) -> Option<T> {
+        let carried = self.resources.reclaim(self.name)?;
+        match carried.downcast::<T>() {
+            Ok(state) => Some(*state),
+            Err(_) => {
+                tracing::debug!(component = self.name, "predecessor left state of another type");
+                None
+            }
+        }
     }
 }
 

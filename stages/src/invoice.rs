@@ -22,6 +22,18 @@ pub struct Invoice {
     /// Fix time of the first and last billed segment, RFC 3339.
     pub first_fix: String,
     pub last_fix: String,
+    /// The share billed at each price in force during the period, lowest
+    /// price first; more than one when the price changed within the period.
+    pub lines: Vec<PriceLine>,
+}
+
+/// Distance billed at one price.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct PriceLine {
+    pub price_per_km: f64,
+    pub distance_km: f64,
+    /// Unrounded; the invoice's amount is their sum rounded to cents.
+    pub amount: f64,
 }
 
 /// Reading the book failed (the store is unreachable or broken).

@@ -75,6 +75,27 @@ struct Registry {
     gauges: BTreeMap<(&'static str, Labels), Gauge>,
     histograms: BTreeMap<(&'static str, Labels), Histogram>,
     health: BTreeMap<String, ComponentState>,
+    last_reload: Option<ReloadRecord>,
+}
+
+/// What the latest reload of the pipeline file did, for `/health`.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct ReloadRecord {
+    /// Reloads attempted since start, this one included.
+    pub attempt: u64,
+    /// `applied`, `unchanged`, `rejected` (the file is broken; nothing
+    /// changed) or `failed` (valid, but not every change could be made).
+    pub outcome: &'static str,
+    /// Wall-clock time the reload finished, in Unix milliseconds.
+    pub at_ms: i64,
+    /// From the change being noticed to the new pipeline running.
+    pub took_ms: u64,
+    pub added: Vec<String>,
+    pub removed: Vec<String>,
+    pub changed: Vec<String>,
+    /// Kept running, with other inputs or consumers.
+    pub rewired: Vec<String>,
+    pub error: Option<String>,
 }
 
 /// Shared by every component of a running pipeline.
@@ -118,12 +139,6 @@ impl Telemetry {
         self.lock().histograms.entry(key).or_default().clone()
     }
 
-    /// Counts a reload of the pipeline file: `applied`, `unchanged`,
-    /// `rejected` or `failed`.
-    pub fn reload(&self, outcome: &str) {
-        self.counter("toll_reloads_total", &[("outcome", outcome)]).add(1);
-    }
-
     /// Registers (or finds) a counter. Call it when a component starts, not per event.
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         let key = (name, own(labels));
@@ -156,6 +171,21 @@ impl Telemetry {
 
     pub fn states(&self) -> BTreeMap<String, ComponentState> {
         self.lock().health.clone()
+    }
+
+    /// Forgets a component removed from the pipeline (its counters stay).
+    pub fn forget_state(&self, component: &str) {
+        self.lock().health.remove(component);
+    }
+
+    /// Counts a reload by outcome and keeps it as the latest.
+    pub fn record_reload(&self, record: ReloadRecord) {
+        self.counter("toll_reloads_total", &[("outcome", record.outcome)]).add(1);
+        self.lock().last_reload = Some(record);
+    }
+
+    pub fn last_reload(&self) -> Option<ReloadRecord> {
+        self.lock().last_reload.clone()
     }
 
     /// The sum of a counter over every label set that includes `labels`.

@@ -34,6 +34,9 @@ pub struct Declaration {
     pub component_type: &'static ComponentType,
     pub inputs: Vec<InputRef>,
     pub config: Box<dyn ComponentConfig>,
+    /// The component's table as read (overrides applied), without `inputs`:
+    /// a reload compares it to tell whether the component changed.
+    pub settings: toml::Value,
     /// Where the component's table starts.
     pub at: Option<Location>,
 }
@@ -212,6 +215,8 @@ fn declaration(
         }
     };
 
+    let mut settings = table.clone();
+    settings.insert("type".to_owned(), toml::Value::String(component_type.name.to_owned()));
     let config = (component_type.parse)(toml::Value::Table(table)).map_err(|e| {
         let path: Vec<&str> = e.path.iter().map(String::as_str).collect();
         let key = path.join(".");
@@ -224,7 +229,8 @@ fn declaration(
         };
         fail(&path, message)
     })?;
-    Ok(Declaration { name, kind, component_type, inputs, config, at })
+    let settings = toml::Value::Table(settings);
+    Ok(Declaration { name, kind, component_type, inputs, config, settings, at })
 }
 
 fn input_refs(

@@ -1,7 +1,7 @@
 //! Pipeline events to and from their `toll.v1` wire form.
 
 use crate::event::{valid_obu_id, Chord, EventContext, ObuId, Segment, TraceContext, TrackState};
-use crate::invoice::Invoice;
+use crate::invoice::{Invoice, PriceLine};
 
 use super::proto;
 
@@ -155,6 +155,15 @@ pub fn invoice_to_proto(invoice: Invoice) -> proto::Invoice {
         segments: invoice.segments,
         first_fix: invoice.first_fix,
         last_fix: invoice.last_fix,
+        lines: invoice
+            .lines
+            .into_iter()
+            .map(|l| proto::PriceLine {
+                price_per_km: l.price_per_km,
+                distance_km: l.distance_km,
+                amount: l.amount,
+            })
+            .collect(),
     }
 }
 
@@ -170,6 +179,15 @@ pub fn invoice_from_proto(wire: proto::Invoice) -> Invoice {
         segments: wire.segments,
         first_fix: wire.first_fix,
         last_fix: wire.last_fix,
+        lines: wire
+            .lines
+            .into_iter()
+            .map(|l| PriceLine {
+                price_per_km: l.price_per_km,
+                distance_km: l.distance_km,
+                amount: l.amount,
+            })
+            .collect(),
     }
 }
 

@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 
 use futures::future::BoxFuture;
-use stages::invoice::{BookError, Invoice, InvoiceBook};
+use stages::invoice::{BookError, Invoice, InvoiceBook, PriceLine};
 
 /// The period every test book calls current.
 pub const CURRENT_PERIOD: &str = "2024-05";
@@ -57,5 +57,10 @@ pub fn invoice(obu_id: &str, period: &str, distance_m: f64) -> Invoice {
         segments: 3,
         first_fix: format!("{period}-01T08:00:00Z"),
         last_fix: format!("{period}-02T17:30:00Z"),
+        lines: vec![PriceLine {
+            price_per_km: 0.2,
+            distance_km: distance_m / 1000.0,
+            amount: distance_m / 1000.0 * 0.2,
+        }],
     }
 }

@@ -27,8 +27,8 @@ pub use error::ApiError;
 pub use routes::{valid_obu_id, valid_period, MAX_OBU_ID_BYTES};
 
 use crate::component::{
-    BuildContext, BuildError, Component, ComponentConfig, ComponentError, Context, Input, Kind,
-    RunResult, Signature, Sink,
+    BuildContext, BuildError, Component, ComponentConfig, ComponentError, Context, Input,
+    KeptListener, Kind, RunResult, Signature, Sink,
 };
 use crate::event::{Batch, EventKind};
 use crate::invoice::{InvoiceBook, SharedBook};
@@ -104,6 +104,10 @@ impl ComponentConfig for GatewayConfig {
     fn referenced_files(&self) -> Vec<PathBuf> {
         self.tokens_file.iter().cloned().collect()
     }
+
+    fn binds_inputs(&self) -> bool {
+        true
+    }
 }
 
 impl GatewayConfig {
@@ -116,9 +120,14 @@ impl GatewayConfig {
                 BuildError::with(format!("gateway '{}' cannot load tokens", cx.name), e)
             })?;
 
-        let listener = std::net::TcpListener::bind(self.listen).map_err(|e| {
-            BuildError::with(format!("gateway '{}' cannot listen on {}", cx.name, self.listen), e)
-        })?;
+        let kept = cx.take_over::<KeptListener>().filter(|k| k.asked == self.listen);
+        let listener = match kept {
+            Some(kept) => kept.listener,
+            None => std::net::TcpListener::bind(self.listen).map_err(|e| {
+                let message = format!("gateway '{}' cannot listen on {}", cx.name, self.listen);
+                BuildError::with(message, e)
+            })?,
+        };
         // Tokio requires a non-blocking socket when it adopts the listener.
         listener.set_nonblocking(true).map_err(|e| {
             BuildError::with(format!("gateway '{}' cannot configure its listener", cx.name), e)
@@ -129,6 +138,7 @@ impl GatewayConfig {
 
         Ok(Gateway {
             listener,
+            asked: self.listen,
             local_addr,
             book,
             tokens: Arc::new(tokens),
@@ -161,6 +171,7 @@ fn find_book(cx: &BuildContext) -> Result<Arc<dyn InvoiceBook>, BuildError> {
 /// A built gateway: its listener is bound, it serves once run.
 pub struct Gateway {
     listener: std::net::TcpListener,
+    asked: SocketAddr,
     local_addr: SocketAddr,
     book: Arc<dyn InvoiceBook>,
     tokens: Arc<Tokens>,
@@ -194,6 +205,7 @@ impl Gateway {
     /// Serves HTTP until shutdown is requested, draining the input meanwhile;
     /// serving goes on after the input closes.
     async fn serve(self, input: Input, cx: Context) -> RunResult {
+        let spare = KeptListener::keep(self.asked, &self.listener);
         let listener = tokio::net::TcpListener::from_std(self.listener)
             .map_err(|e| ComponentError::with("gateway cannot adopt its listener", e))?;
         let ingest = Arc::new(Ingest::default());
@@ -218,6 +230,9 @@ impl Gateway {
         let (served, ()) = tokio::join!(server.into_future(), ingest.drain(input));
 
         info!(component = %cx.name, "gateway stopped");
+        if let Some(spare) = spare {
+            cx.shutdown.leave(spare);
+        }
         served.map_err(|e| ComponentError::with("gateway server failed", e))
     }
 }

@@ -158,6 +158,7 @@ async fn health(State(state): State<AppState>) -> Response {
         "status": if failed { "degraded" } else { "ok" },
         "components": components,
         "input": state.ingest.snapshot(),
+        "reload": state.telemetry.last_reload(),
     });
     Json(body).into_response()
 }

@@ -26,7 +26,9 @@ use std::net::SocketAddr;
 
 use serde::Deserialize;
 
-use crate::component::{BuildContext, BuildError, Component, ComponentConfig, Signature};
+use crate::component::{
+    BuildContext, BuildError, Component, ComponentConfig, KeptListener, Signature,
+};
 use crate::component::{Kind, Source};
 use crate::event::EventKind;
 use crate::registry::{self, ComponentType, FieldError, Validate};
@@ -116,7 +118,7 @@ impl ComponentConfig for WebsocketConfig {
     }
 
     fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError> {
-        let source = self.bind()?;
+        let source = self.bind_or_keep(cx.take_over::<KeptListener>())?;
         tracing::debug!(component = cx.name, address = %source.local_addr(), "websocket bound");
         Ok(Component::Source(Box::new(source) as Box<dyn Source>))
     }

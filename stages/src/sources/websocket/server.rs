@@ -13,7 +13,9 @@ use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::connection;
 use super::WebsocketConfig;
-use crate::component::{BuildError, ComponentError, Context, Output, RunResult, Shutdown, Source};
+use crate::component::{
+    BuildError, ComponentError, Context, KeptListener, Output, RunResult, Shutdown, Source,
+};
 use crate::otel::Tracer;
 use crate::telemetry::{ComponentMetrics, Counter, Gauge, Histogram};
 
@@ -41,8 +43,17 @@ impl WebsocketConfig {
     /// Binds the listening socket, so that a taken or invalid address fails at
     /// startup; serving begins in [`Source::run`].
     pub fn bind(&self) -> Result<WebsocketSource, BuildError> {
+        self.bind_or_keep(None)
+    }
+
+    /// Binds, or serves on the listener a predecessor left if it was bound
+    /// for the same address.
+    pub fn bind_or_keep(&self, kept: Option<KeptListener>) -> Result<WebsocketSource, BuildError> {
         let fail = |e| BuildError::with(format!("cannot listen on {}", self.listen), e);
-        let listener = listen(self.listen).map_err(fail)?;
+        let listener = match kept.filter(|k| k.asked == self.listen) {
+            Some(kept) => kept.listener,
+            None => listen(self.listen).map_err(fail)?,
+        };
         let local_addr = listener.local_addr().map_err(fail)?;
         Ok(WebsocketSource { listener, local_addr, config: self.clone() })
     }
@@ -116,6 +127,7 @@ impl Metrics {
 impl WebsocketSource {
     async fn serve(self, output: Output, mut cx: Context) -> RunResult {
         let WebsocketSource { listener, local_addr, config } = self;
+        let spare = KeptListener::keep(config.listen, &listener);
         let listener = TcpListener::from_std(listener).map_err(|e| {
             ComponentError::with(format!("cannot serve websocket on {local_addr}"), e)
         })?;
@@ -161,6 +173,9 @@ impl WebsocketSource {
         let _ = stop_tx.send(true);
         let _ = permits.acquire_many(max).await;
         tracing::info!(address = %local_addr, "websocket source stopped");
+        if let Some(spare) = spare {
+            cx.shutdown.leave(spare);
+        }
         result
     }
 }

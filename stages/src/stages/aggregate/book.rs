@@ -5,7 +5,7 @@ use std::sync::Arc;
 use chrono_tz::Tz;
 use futures::future::BoxFuture;
 
-use crate::invoice::{BookError, Invoice, InvoiceBook};
+use crate::invoice::{BookError, Invoice, InvoiceBook, PriceLine};
 use crate::store::{SqliteStore, StoredTotal};
 
 /// The invoice book of an aggregate in this process.
@@ -60,7 +60,29 @@ pub fn invoice_from(obu_id: &str, period: &str, rows: &[StoredTotal]) -> Option<
         segments: rows.iter().map(|r| r.segments as u64).sum(),
         first_fix: rfc3339(first_ms),
         last_fix: rfc3339(last_ms),
+        lines: price_lines(rows),
     })
+}
+
+/// One line per price, summing rows of the same price (other currencies
+/// included, which a currency change would leave behind).
+fn price_lines(rows: &[StoredTotal]) -> Vec<PriceLine> {
+    let mut by_price: Vec<(f64, i64)> = Vec::new();
+    for row in rows {
+        match by_price.iter_mut().find(|(p, _)| *p == row.price_per_km) {
+            Some((_, mm)) => *mm += row.distance_mm,
+            None => by_price.push((row.price_per_km, row.distance_mm)),
+        }
+    }
+    by_price.sort_by(|a, b| a.0.total_cmp(&b.0));
+    by_price
+        .into_iter()
+        .map(|(price_per_km, mm)| PriceLine {
+            price_per_km,
+            distance_km: mm as f64 / 1e6,
+            amount: mm as f64 / 1e6 * price_per_km,
+        })
+        .collect()
 }
 
 fn rfc3339(ms: i64) -> String {

@@ -9,6 +9,7 @@
 
 mod book;
 pub mod period;
+pub mod tariff;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -30,6 +31,7 @@ use crate::registry::{self, ComponentType, FieldError, Validate};
 use crate::store::{BilledEnd, Durability, PeriodDelta, SqliteStore};
 use crate::telemetry::{ComponentMetrics, Counter};
 use period::PeriodClock;
+use tariff::Tariff;
 
 pub use book::{invoice_from, StoreBook};
 
@@ -114,17 +116,37 @@ impl ComponentConfig for AggregateConfig {
         let tz = self.tz().map_err(|e| BuildError::new(e.message))?;
         let path = crate::store::sqlite_path(&self.store)
             .map_err(|e| BuildError::with("bad store url", e))?;
-        let store = SqliteStore::open(&path, self.durability)
-            .map_err(|e| BuildError::with(format!("cannot open store {}", path.display()), e))?;
-        let marks = store.marks().map_err(|e| BuildError::with("cannot read the store", e))?;
-        let store = Arc::new(store);
+        // A reload that changed the price (or another setting) goes on with
+        // the same open store and marks; totals are kept per price, so the
+        // new price applies to what is billed from now on.
+        let previous = cx
+            .take_over::<Kept>()
+            .filter(|kept| kept.path == path && kept.durability == self.durability);
+        let (store, marks, tariff) = match previous {
+            Some(kept) => {
+                let mut tariff = kept.tariff;
+                tariff.change(chrono::Utc::now().timestamp_millis(), self.price_per_km);
+                (kept.store, kept.marks, tariff)
+            }
+            None => {
+                let store = SqliteStore::open(&path, self.durability).map_err(|e| {
+                    BuildError::with(format!("cannot open store {}", path.display()), e)
+                })?;
+                let marks =
+                    store.marks().map_err(|e| BuildError::with("cannot read the store", e))?;
+                let marks = marks.into_iter().map(|(k, v)| (ObuId::from(k), v)).collect();
+                (Arc::new(store), marks, Tariff::new(self.price_per_km))
+            }
+        };
         let book = SharedBook(Arc::new(StoreBook::new(store.clone(), tz)));
         cx.resources.publish(cx.name, Arc::new(book));
         Ok(Component::Stage(Box::new(Aggregate {
+            path,
+            durability: self.durability,
             store,
             clock: PeriodClock::new(tz),
-            marks: marks.into_iter().map(|(k, v)| (ObuId::from(k), v)).collect(),
-            price_per_km: self.price_per_km,
+            marks,
+            tariff,
             currency: self.currency.clone(),
             max_group_segments: self.max_group_segments,
         })))
@@ -132,20 +154,31 @@ impl ComponentConfig for AggregateConfig {
 }
 
 struct Aggregate {
+    path: std::path::PathBuf,
+    durability: Durability,
     store: Arc<SqliteStore>,
     clock: PeriodClock,
     /// End time of the last segment applied, per OBU, as committed.
     marks: HashMap<ObuId, i64>,
-    price_per_km: f64,
+    tariff: Tariff,
     currency: String,
     max_group_segments: usize,
+}
+
+/// What a replaced aggregate leaves its successor.
+struct Kept {
+    path: std::path::PathBuf,
+    durability: Durability,
+    store: Arc<SqliteStore>,
+    marks: HashMap<ObuId, i64>,
+    tariff: Tariff,
 }
 
 /// Where each OBU's newest segment of a group ends.
 type Moved = ahash::HashMap<ObuId, BilledEnd>;
 
-/// Sums of a group by OBU and period (named by its UTC start).
-type Sums = ahash::HashMap<(ObuId, i64), Sum>;
+/// Sums of a group by OBU, period (named by its UTC start) and price (its bits).
+type Sums = ahash::HashMap<(ObuId, i64, u64), Sum>;
 
 /// Sums for one OBU and period within a group.
 #[derive(Default)]
@@ -199,6 +232,8 @@ impl Stage for Aggregate {
                     tracing::debug!("no consumer for totals");
                 }
             }
+            let Aggregate { path, durability, store, marks, tariff, .. } = *self;
+            cx.shutdown.leave(Kept { path, durability, store, marks, tariff });
             Ok(())
         })
     }
@@ -287,13 +322,16 @@ impl Aggregate {
     fn add(&mut self, segment: &Segment, sums: &mut Sums) {
         let mm = (segment.metres * 1000.0).round() as i64;
         let (from_ms, to_ms) = (segment.from_ms, segment.to_ms);
-        self.clock.split(from_ms, to_ms, mm, |period_start_ms, part| {
-            let key = (segment.obu_id.clone(), period_start_ms);
-            let sum = sums.entry(key).or_insert(Sum { first_ms: from_ms, ..Sum::default() });
-            sum.mm += part;
-            sum.segments += 1;
-            sum.first_ms = sum.first_ms.min(from_ms);
-            sum.last_ms = sum.last_ms.max(to_ms);
+        let clock = &mut self.clock;
+        self.tariff.split(from_ms, to_ms, mm, |from, to, price, mm| {
+            clock.split(from, to, mm, |period_start_ms, part| {
+                let key = (segment.obu_id.clone(), period_start_ms, price.to_bits());
+                let sum = sums.entry(key).or_insert(Sum { first_ms: from_ms, ..Sum::default() });
+                sum.mm += part;
+                sum.segments += 1;
+                sum.first_ms = sum.first_ms.min(from_ms);
+                sum.last_ms = sum.last_ms.max(to_ms);
+            });
         });
     }
 
@@ -306,10 +344,10 @@ impl Aggregate {
     ) -> Result<(Vec<Total>, u64), ComponentError> {
         let deltas: Vec<PeriodDelta> = sums
             .into_iter()
-            .map(|((obu_id, period_start_ms), s)| PeriodDelta {
+            .map(|((obu_id, period_start_ms, price), s)| PeriodDelta {
                 obu_id: obu_id.to_string(),
                 period: self.clock.period_of(period_start_ms).label.clone(),
-                price_per_km: self.price_per_km,
+                price_per_km: f64::from_bits(price),
                 currency: self.currency.clone(),
                 distance_mm: s.mm,
                 segments: s.segments,

@@ -132,16 +132,29 @@ impl ComponentConfig for DistanceConfig {
 
     fn build(&self, cx: &mut BuildContext) -> Result<Component, BuildError> {
         let metrics = cx.telemetry.component(cx.name, Kind::Stage.as_str(), TYPE.name);
-        let mut stage = Distance::new(self, &metrics);
-        if let Some(url) = &self.store {
-            let path =
-                crate::store::sqlite_path(url).map_err(|e| BuildError::with("bad store url", e))?;
-            let store = SqliteStore::open(&path, Durability::Normal).map_err(|e| {
-                BuildError::with(format!("cannot open store {}", path.display()), e)
-            })?;
-            stage.resume_from(Arc::new(store));
-        }
-        Ok(Component::Stage(Box::new(stage)))
+        let resume = match &self.store {
+            Some(url) => {
+                let path = crate::store::sqlite_path(url)
+                    .map_err(|e| BuildError::with("bad store url", e))?;
+                let store = SqliteStore::open(&path, Durability::Normal).map_err(|e| {
+                    BuildError::with(format!("cannot open store {}", path.display()), e)
+                })?;
+                Some(Arc::new(store))
+            }
+            None => None,
+        };
+        // A reload that changed the settings keeps every OBU's track: the
+        // fixes held for ordering and lookahead, the last decided positions,
+        // and the acknowledgements they carry.
+        let mut stage = match cx.take_over::<Box<Distance>>() {
+            Some(mut previous) => {
+                previous.reconfigure(self);
+                previous
+            }
+            None => Box::new(Distance::new(self, &metrics)),
+        };
+        stage.resume = resume;
+        Ok(Component::Stage(stage))
     }
 }
 
@@ -234,6 +247,19 @@ impl Distance {
             decide_held_on_stop: config.decide_held_on_stop,
             resume: None,
         }
+    }
+
+    /// Takes new settings; what is known of each OBU stays. Fixes already
+    /// admitted keep the reorder deadline they were given.
+    fn reconfigure(&mut self, config: &DistanceConfig) {
+        self.window_ms = (config.reorder_window_s * 1000.0) as i64;
+        self.skew = checks::Skew {
+            max_future_ms: (config.max_future_s * 1000.0) as i64,
+            max_past_ms: (config.max_past_s * 1000.0) as i64,
+        };
+        self.idle_ms = (config.idle_flush_s * 1000.0) as i64;
+        self.params = config.filters.clone();
+        self.decide_held_on_stop = config.decide_held_on_stop;
     }
 
     /// Resumes OBUs from the ends of their billed segments in `store`.
@@ -398,6 +424,13 @@ impl Stage for Distance {
                             self.ingest(batch, &mut out);
                             last_input = Instant::now();
                             clock_at_last_input = self.clock_ms();
+                        }
+                        None if cx.shutdown.handover_wanted() => {
+                            // Replaced by a reload: the successor decides what is held.
+                            let _ = output.send(out.into_batch()).await;
+                            tracing::debug!(held = self.held(), "handing the tracks over");
+                            cx.shutdown.leave(self);
+                            return Ok(());
                         }
                         None => {
                             if self.decide_held_on_stop || !cx.shutdown.is_requested() {
