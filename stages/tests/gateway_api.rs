@@ -49,6 +49,7 @@ async fn current_period_invoice_is_served_as_json() {
         "obu_id": "obu-1", "period": "2024-05", "distance_m": 12_500.0, "distance_km": 12.5,
         "amount": 2.5, "currency": "EUR", "segments": 3,
         "first_fix": "2024-05-01T08:00:00Z", "last_fix": "2024-05-02T17:30:00Z",
+        "lines": [{"price_per_km": 0.2, "distance_km": 12.5, "amount": 2.5}],
     });
     assert_eq!(body, expected);
     gateway.stop().await.unwrap();
