@@ -194,6 +194,7 @@ fn reloader(
     drop(noticed_tx);
     let (reloads_tx, reloads) = mpsc::channel(1);
     tokio::spawn(async move {
+        let mut also_changed = Vec::new();
         while let Some(at) = noticed.recv().await {
             // Several notices while a reload runs make one reload.
             while noticed.try_recv().is_ok() {}
@@ -201,8 +202,25 @@ fn reloader(
                 .and_then(|p| Ok((Graph::build(p.declarations)?, p.telemetry)));
             let graph = match loaded {
                 Ok((graph, settings)) => {
-                    let _ = files_tx.send(watched_files(&pipeline, &graph));
-                    retune_tracing(&telemetry, &telemetry_settings, &settings);
+                    let files = watched_files(&pipeline, &graph);
+                    if let Some(missing) = files.iter().find(|f| !f.exists()) {
+                        // A referenced file being replaced: building with it
+                        // now would fail, so wait until it is written back.
+                        tracing::warn!(
+                            file = %missing.display(),
+                            "a file the pipeline reads is gone; the running pipeline goes on \
+                             until it is back",
+                        );
+                        let _ = files_tx.send(files);
+                        continue;
+                    }
+                    let _ = files_tx.send(files);
+                    for warning in &graph.warnings {
+                        tracing::warn!(warning = %warning, "pipeline file warning");
+                    }
+                    if retune_tracing(&telemetry, &telemetry_settings, &settings) {
+                        also_changed.push("telemetry".to_owned());
+                    }
                     telemetry_settings = settings;
                     Ok(graph)
                 }
@@ -214,9 +232,13 @@ fn reloader(
                     );
                     continue;
                 }
-                Err(diagnostics) => Err(diagnostics.to_string()),
+                Err(diagnostics) => {
+                    let found: Vec<String> = diagnostics.0.iter().map(|d| d.to_string()).collect();
+                    Err(found.join("; "))
+                }
             };
-            let reload = Reload { graph, noticed: at, done: None };
+            let also_changed = std::mem::take(&mut also_changed);
+            let reload = Reload { graph, also_changed, noticed: at, done: None };
             if reloads_tx.send(reload).await.is_err() {
                 return;
             }
@@ -227,13 +249,14 @@ fn reloader(
 
 /// Applies a reloaded `[telemetry]` table: the sampling ratio and the OBUs
 /// always traced change at once; the rest is read at start only.
+/// True when the table changed.
 fn retune_tracing(
     telemetry: &Telemetry,
     current: &config::TelemetrySettings,
     next: &config::TelemetrySettings,
-) {
+) -> bool {
     if current == next {
-        return;
+        return false;
     }
     let tracer = telemetry.tracer();
     tracer.configure(tracer.is_recording(), &next.sampling);
@@ -244,6 +267,7 @@ fn retune_tracing(
              at the next start",
         );
     }
+    true
 }
 
 /// One line per component with what it received, sent, refused and failed.

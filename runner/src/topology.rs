@@ -80,6 +80,9 @@ pub struct Reload {
     /// The new graph, or why the file that should hold it was refused (the
     /// reload is then only recorded: nothing changes).
     pub graph: Result<Graph, String>,
+    /// Settings outside the graph that the caller has already applied
+    /// (the trace sampling), reported with the reload.
+    pub also_changed: Vec<String>,
     /// When the change was noticed; the reload's duration counts from here.
     pub noticed: Instant,
     /// Told what became of the reload, if someone waits for it.
@@ -243,6 +246,9 @@ impl Running {
             if let Some(wiring) = retired.wiring {
                 wiring.set(Vec::new());
             }
+            if !self.parts.contains_key(&retired.name) {
+                self.telemetry.forget_state(&retired.name);
+            }
             return true;
         }
         if let Some(part) = self.parts.get_mut(&exit.name) {
@@ -310,7 +316,7 @@ impl Running {
     /// during a slow reload is acted on only once the reload is done.
     async fn reload(&mut self, reload: Reload) -> Result<(), Box<dyn std::error::Error>> {
         self.reloads += 1;
-        let Reload { graph, noticed, done } = reload;
+        let Reload { graph, also_changed, noticed, done } = reload;
         let graph = match graph {
             Ok(graph) => graph,
             Err(error) => {
@@ -335,12 +341,12 @@ impl Running {
             attempt: self.reloads,
             added: plan.added.clone(),
             removed: plan.removed.clone(),
-            changed: plan.changed.clone(),
+            changed: plan.changed.iter().chain(&also_changed).cloned().collect(),
             rewired: plan.rewired.clone(),
             ..ReloadRecord::default()
         };
         let result = if plan.is_empty() {
-            record.outcome = "unchanged";
+            record.outcome = if also_changed.is_empty() { "unchanged" } else { "applied" };
             Ok(())
         } else {
             match self.apply(graph, plan).await {
@@ -493,6 +499,12 @@ impl Running {
 
     /// Waits for the old instance of `name` to stop, then starts its successor
     /// with what it left.
+    ///
+    /// Shortcoming: the old instance is stopped before the successor is
+    /// built, because both may need the same socket or file. A successor that
+    /// cannot be built (its new port is taken) is replaced by a rebuild of
+    /// the previous settings, so nothing is lost, but the component did
+    /// restart: a WebSocket source's OBUs were disconnected and reconnect.
     async fn replace(
         &mut self,
         name: &str,
@@ -517,6 +529,7 @@ impl Running {
             self.resources.hand_over(name, state);
         }
         let node = self.graph.node(name).expect("planned from this graph");
+        let mut running_settings = None;
         let component = match build(&self.telemetry, &mut self.resources, node) {
             Ok(component) => component,
             Err(error) => {
@@ -528,6 +541,9 @@ impl Running {
                 let component = build(&self.telemetry, &mut self.resources, old).map_err(|e| {
                     Failure::Fatal(Box::new(StartError { component: name.to_owned(), error: e }))
                 })?;
+                // What runs is the old declaration: the next reload compares
+                // against it, so saving the file again retries the change.
+                running_settings = Some(fingerprint(old));
                 partly = Some(error);
                 component
             }
@@ -535,7 +551,10 @@ impl Running {
         drop(self.resources.reclaim(name));
         let tx = self.parts.get(name).expect("changed parts are running").input.clone();
         let built = Built { name: name.to_owned(), component, input };
-        let (name, part) = self.launch(built, tx);
+        let (name, mut part) = self.launch(built, tx);
+        if let Some(fingerprint) = running_settings {
+            part.fingerprint = fingerprint;
+        }
         self.parts.insert(name, part);
         self.rewire_current();
         self.go();

@@ -32,7 +32,7 @@ pub struct Invoice {
 pub struct PriceLine {
     pub price_per_km: f64,
     pub distance_km: f64,
-    /// Unrounded; the invoice's amount is their sum rounded to cents.
+    /// Rounded to cents; the invoice's amount is the sum of its lines.
     pub amount: f64,
 }
 

@@ -46,7 +46,9 @@ impl InvoiceBook for StoreBook {
 pub fn invoice_from(obu_id: &str, period: &str, rows: &[StoredTotal]) -> Option<Invoice> {
     let first = rows.first()?;
     let distance_mm: i64 = rows.iter().map(|r| r.distance_mm).sum();
-    let amount: f64 = rows.iter().map(|r| r.distance_mm as f64 / 1e6 * r.price_per_km).sum();
+    let lines = price_lines(rows);
+    // Each price's share is rounded to cents; the invoice adds the shares up.
+    let amount: f64 = lines.iter().map(|l| l.amount).sum();
     let first_ms = rows.iter().map(|r| r.first_fix_ms).min().unwrap_or(first.first_fix_ms);
     let last_ms = rows.iter().map(|r| r.last_fix_ms).max().unwrap_or(first.last_fix_ms);
     Some(Invoice {
@@ -54,14 +56,17 @@ pub fn invoice_from(obu_id: &str, period: &str, rows: &[StoredTotal]) -> Option<
         period: period.to_owned(),
         distance_m: distance_mm as f64 / 1e3,
         distance_km: distance_mm as f64 / 1e6,
-        // Amounts are rounded to cents once, on the sum of every price's share.
-        amount: (amount * 100.0).round() / 100.0,
+        amount: cents(amount),
         currency: first.currency.clone(),
         segments: rows.iter().map(|r| r.segments as u64).sum(),
         first_fix: rfc3339(first_ms),
         last_fix: rfc3339(last_ms),
-        lines: price_lines(rows),
+        lines,
     })
+}
+
+fn cents(amount: f64) -> f64 {
+    (amount * 100.0).round() / 100.0
 }
 
 /// One line per price, summing rows of the same price (other currencies
@@ -80,7 +85,7 @@ fn price_lines(rows: &[StoredTotal]) -> Vec<PriceLine> {
         .map(|(price_per_km, mm)| PriceLine {
             price_per_km,
             distance_km: mm as f64 / 1e6,
-            amount: mm as f64 / 1e6 * price_per_km,
+            amount: cents(mm as f64 / 1e6 * price_per_km),
         })
         .collect()
 }
