@@ -42,8 +42,11 @@ pub fn jaeger_url() -> String {
 }
 
 /// `pipeline` with a `[telemetry]` table holding `keys` (TOML lines).
+/// A `[telemetry]` table the pipeline already has is replaced.
 pub fn with_telemetry(pipeline: &str, keys: &str) -> String {
-    format!("{pipeline}\n[telemetry]\n{keys}\n")
+    let mut doc: toml_edit::DocumentMut = pipeline.parse().expect("pipeline is TOML");
+    doc.remove("telemetry");
+    format!("{doc}\n[telemetry]\n{keys}\n")
 }
 
 /// One span of a trace as Jaeger returns it.
