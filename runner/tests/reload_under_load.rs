@@ -76,7 +76,8 @@ tokens_file = "{tokens}"
         }
         if self.audit {
             text.push_str(
-                "\n[sinks.audit]\ntype = \"console\"\ninputs = [\"distance\"]\ntarget = \"stdout\"\n",
+                "\n[sinks.audit]\ntype = \"console\"\ninputs = [\"distance\"]\n\
+                 target = \"stdout\"\n",
             );
         }
         text

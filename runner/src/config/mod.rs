@@ -145,7 +145,10 @@ pub fn parse(path: &Path, text: &str, env: Env) -> Result<Vec<Declaration>, Diag
         let Some(kind) = Kind::ALL.into_iter().find(|k| k.table() == key) else {
             found.push(Diagnostic::new(
                 locator.key(&[&key]),
-                format!("unknown table `{key}`; expected one of sources, queues, stages, sinks, telemetry"),
+                format!(
+                    "unknown table `{key}`; expected one of sources, queues, stages, sinks, \
+                     telemetry"
+                ),
             ));
             continue;
         };

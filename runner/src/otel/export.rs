@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client::MetricsServiceClient;
+use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_client as metrics_client;
 use opentelemetry_proto::tonic::collector::metrics::v1::ExportMetricsServiceRequest;
 use opentelemetry_proto::tonic::collector::trace::v1::trace_service_client::TraceServiceClient;
 use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
@@ -45,7 +45,7 @@ pub enum Exporter {
 /// The two OTLP services of one gRPC connection.
 #[derive(Clone)]
 pub struct GrpcClients {
-    metrics: MetricsServiceClient<Channel>,
+    metrics: metrics_client::MetricsServiceClient<Channel>,
     traces: TraceServiceClient<Channel>,
 }
 
@@ -61,7 +61,7 @@ impl Exporter {
                     .timeout(EXPORT_TIMEOUT)
                     .connect_lazy();
                 Ok(Exporter::Grpc(Box::new(GrpcClients {
-                    metrics: MetricsServiceClient::new(channel.clone()),
+                    metrics: metrics_client::MetricsServiceClient::new(channel.clone()),
                     traces: TraceServiceClient::new(channel),
                 })))
             }
