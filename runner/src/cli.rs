@@ -218,7 +218,7 @@ fn reloader(
                     for warning in &graph.warnings {
                         tracing::warn!(warning = %warning, "pipeline file warning");
                     }
-                    if retune_tracing(&telemetry, &telemetry_settings, &settings) {
+                    if crate::otel::retune(&telemetry, &telemetry_settings, &settings) {
                         also_changed.push("telemetry".to_owned());
                     }
                     telemetry_settings = settings;
@@ -238,36 +238,13 @@ fn reloader(
                 }
             };
             let also_changed = std::mem::take(&mut also_changed);
-            let reload = Reload { graph, also_changed, noticed: at, done: None };
+            let reload = Reload { graph, also_changed, noticed: at };
             if reloads_tx.send(reload).await.is_err() {
                 return;
             }
         }
     });
     Ok(reloads)
-}
-
-/// Applies a reloaded `[telemetry]` table: the sampling ratio and the OBUs
-/// always traced change at once; the rest is read at start only.
-/// True when the table changed.
-fn retune_tracing(
-    telemetry: &Telemetry,
-    current: &config::TelemetrySettings,
-    next: &config::TelemetrySettings,
-) -> bool {
-    if current == next {
-        return false;
-    }
-    let tracer = telemetry.tracer();
-    tracer.configure(tracer.is_recording(), &next.sampling);
-    tracing::info!("trace sampling settings reloaded");
-    if !current.same_except_sampling(next) {
-        tracing::warn!(
-            "telemetry settings other than sampling_ratio and always_trace take effect \
-             at the next start",
-        );
-    }
-    true
 }
 
 /// One line per component with what it received, sent, refused and failed.

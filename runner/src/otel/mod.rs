@@ -56,7 +56,6 @@ pub enum OtelError {
 
 /// The running exporters; [`Otel::shutdown`] sends what is left.
 pub struct Otel {
-    telemetry: Telemetry,
     stop: watch::Sender<bool>,
     tasks: JoinSet<()>,
 }
@@ -100,16 +99,7 @@ impl Otel {
                 "exporting telemetry over otlp",
             );
         }
-        Ok(Otel { telemetry: telemetry.clone(), stop, tasks })
-    }
-
-    /// Applies what can change while running: the sampling ratio and the
-    /// always-traced OBUs. Other changes (endpoint, protocol, service name,
-    /// intervals, the scrape address) need a restart; `false` says so.
-    pub fn update(&self, current: &TelemetrySettings, next: &TelemetrySettings) -> bool {
-        let tracer = self.telemetry.tracer();
-        tracer.configure(tracer.is_recording(), &next.sampling);
-        current.same_except_sampling(next)
+        Ok(Otel { stop, tasks })
     }
 
     /// Sends what is left and stops the exporters, waiting a few seconds at most.
@@ -121,6 +111,30 @@ impl Otel {
             self.tasks.abort_all();
         }
     }
+}
+
+/// Applies a reloaded `[telemetry]` table: what can change while running
+/// (the sampling ratio and the always-traced OBUs) changes at once; other
+/// keys (endpoint, protocol, service name, intervals, the scrape address)
+/// are read at start, which a warning says. True when the table changed.
+pub fn retune(
+    telemetry: &Telemetry,
+    current: &TelemetrySettings,
+    next: &TelemetrySettings,
+) -> bool {
+    if current == next {
+        return false;
+    }
+    let tracer = telemetry.tracer();
+    tracer.configure(tracer.is_recording(), &next.sampling);
+    tracing::info!("trace sampling settings reloaded");
+    if !current.same_except_sampling(next) {
+        tracing::warn!(
+            "telemetry settings other than sampling_ratio and always_trace take effect \
+             at the next start",
+        );
+    }
+    true
 }
 
 /// A random id for this process's `service.instance.id`.

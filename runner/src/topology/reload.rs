@@ -8,7 +8,7 @@ use std::time::Instant;
 use stages::component::Kind;
 use stages::event::Batch;
 use stages::telemetry::ReloadRecord;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::mpsc;
 
 use super::{
     build, channel_capacity, fingerprint, shape, Built, Part, Retiring, Running, StartError,
@@ -25,8 +25,6 @@ pub struct Reload {
     pub also_changed: Vec<String>,
     /// When the change was noticed; the reload's duration counts from here.
     pub noticed: Instant,
-    /// Told what became of the reload, if someone waits for it.
-    pub done: Option<oneshot::Sender<ReloadRecord>>,
 }
 
 impl Running {
@@ -41,69 +39,50 @@ impl Running {
         reload: Reload,
     ) -> Result<(), Box<dyn std::error::Error>> {
         self.reloads += 1;
-        let Reload { graph, also_changed, noticed, done } = reload;
-        let graph = match graph {
-            Ok(graph) => graph,
+        let Reload { graph, also_changed, noticed } = reload;
+        let mut record = ReloadRecord { attempt: self.reloads, ..ReloadRecord::default() };
+        let result = match graph {
             Err(error) => {
-                let record = ReloadRecord {
-                    attempt: self.reloads,
-                    outcome: "rejected",
-                    at_ms: chrono_now_ms(),
-                    took_ms: noticed.elapsed().as_millis() as u64,
-                    error: Some(error),
-                    ..ReloadRecord::default()
-                };
-                log_reload(&record);
-                self.telemetry.record_reload(record.clone());
-                if let Some(done) = done {
-                    let _ = done.send(record);
-                }
-                return Ok(());
+                record.outcome = "rejected";
+                record.error = Some(error);
+                Ok(())
             }
-        };
-        let plan = Plan::new(&self.graph, &graph, &self.parts);
-        let mut record = ReloadRecord {
-            attempt: self.reloads,
-            added: plan.added.clone(),
-            removed: plan.removed.clone(),
-            changed: plan.changed.iter().chain(&also_changed).cloned().collect(),
-            rewired: plan.rewired.clone(),
-            ..ReloadRecord::default()
-        };
-        let result = if plan.is_empty() {
-            record.outcome = if also_changed.is_empty() { "unchanged" } else { "applied" };
-            Ok(())
-        } else {
-            match self.apply(graph, plan).await {
-                Ok(()) => {
-                    record.outcome = "applied";
-                    Ok(())
+            Ok(graph) => {
+                let plan = Plan::new(&self.graph, &graph, &self.parts);
+                record.added = plan.added.clone();
+                record.removed = plan.removed.clone();
+                record.changed = plan.changed.iter().chain(&also_changed).cloned().collect();
+                record.rewired = plan.rewired.clone();
+                record.outcome = "applied";
+                if plan.is_empty() && also_changed.is_empty() {
+                    record.outcome = "unchanged";
                 }
-                Err(Failure::NothingChanged(error)) => {
-                    record.outcome = "failed";
-                    record.error = Some(stages::error_chain(&error));
-                    Ok(())
-                }
-                Err(Failure::Partly(error)) => {
-                    record.outcome = "failed";
-                    record.error = Some(error.clone());
-                    Ok(())
-                }
-                Err(Failure::Fatal(error)) => {
-                    record.outcome = "failed";
-                    record.error = Some(stages::error_chain(&*error));
-                    Err(error)
+                let applied = if plan.is_empty() { Ok(()) } else { self.apply(graph, plan).await };
+                match applied {
+                    Ok(()) => Ok(()),
+                    Err(Failure::NothingChanged(error)) => {
+                        record.outcome = "failed";
+                        record.error = Some(stages::error_chain(&error));
+                        Ok(())
+                    }
+                    Err(Failure::Partly(error)) => {
+                        record.outcome = "failed";
+                        record.error = Some(error);
+                        Ok(())
+                    }
+                    Err(Failure::Fatal(error)) => {
+                        record.outcome = "failed";
+                        record.error = Some(stages::error_chain(&*error));
+                        Err(error)
+                    }
                 }
             }
         };
         self.release_finished_inputs();
         record.took_ms = noticed.elapsed().as_millis() as u64;
-        record.at_ms = chrono_now_ms();
+        record.at_ms = unix_now_ms();
         log_reload(&record);
-        self.telemetry.record_reload(record.clone());
-        if let Some(done) = done {
-            let _ = done.send(record);
-        }
+        self.telemetry.record_reload(record);
         result
     }
 
@@ -194,9 +173,10 @@ impl Running {
         self.rewire_current();
         self.rewire_retiring(&old_graph);
         self.go();
+        // Fingerprints need no update: unchanged parts' are equal by plan,
+        // and added and replaced parts get theirs when launched.
         for node in &self.graph.nodes {
             if let Some(part) = self.parts.get_mut(&node.declaration.name) {
-                part.fingerprint = fingerprint(node);
                 part.shape = shape(&self.graph, node);
             }
         }
@@ -363,7 +343,7 @@ impl Plan {
     }
 }
 
-fn chrono_now_ms() -> i64 {
+fn unix_now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map(|d| d.as_millis() as i64)
